@@ -1,0 +1,160 @@
+"""The data model shared by the core and the plugins: tasks, the sample table, plans."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from facelab.errors import FacelabError
+
+#: Label value meaning "this sample has no label for this task".
+NO_LABEL = -1
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task: a label column of the sample table and its class names."""
+
+    name: str
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class SampleTable:
+    """One row per image.
+
+    ``frame`` columns: ``path`` (str), ``source`` (str), one int column per task in ``tasks``
+    (``NO_LABEL`` where unlabelled) and any extra columns a dataset keeps (e.g. ``age``).
+    ``skipped`` counts the files left out while loading, by reason.
+    """
+
+    frame: pd.DataFrame
+    tasks: dict[str, Task]
+    skipped: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        missing = {"path", "source", *self.tasks} - set(self.frame.columns)
+        if missing:
+            raise ValueError(f"sample table lacks columns {sorted(missing)}")
+        self.frame = self.frame.reset_index(drop=True)
+        for name in self.tasks:
+            self.frame[name] = self.frame[name].astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def class_counts(self, task: str) -> dict[str, int]:
+        """Labelled samples per class name, in class order."""
+        labels = self.frame[task].to_numpy()
+        return {c: int((labels == i).sum()) for i, c in enumerate(self.tasks[task].classes)}
+
+    @staticmethod
+    def merge(tables: dict[str, SampleTable]) -> SampleTable:
+        """Stack sources into one table; a task a source lacks gets ``NO_LABEL``."""
+        tasks: dict[str, Task] = {}
+        for source, table in tables.items():
+            for name, task in table.tasks.items():
+                if name in tasks and tasks[name].classes != task.classes:
+                    raise FacelabError(
+                        f"data.datasets.{source}: task {name!r} has classes {list(task.classes)}, "
+                        f"but another source has {list(tasks[name].classes)}; expected the same")
+                tasks[name] = task
+        frames, skipped = [], Counter()
+        for source, table in tables.items():
+            frame = table.frame.copy()
+            frame["source"] = source
+            for name in tasks:
+                if name not in frame.columns:
+                    frame[name] = NO_LABEL
+            frames.append(frame)
+            skipped.update({f"{source}: {reason}": n for reason, n in table.skipped.items()})
+        return SampleTable(pd.concat(frames, ignore_index=True), tasks, skipped)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A detector's answer for one image: the crop (uint8, ``output_shape``) or None to drop it."""
+
+    crop: np.ndarray | None
+    status: str  # e.g. "face", "no face: whole image kept", "no face: dropped"
+
+
+class Detector(Protocol):
+    """Turns decoded images into fixed-size crops. See ``hookspecs.register_detectors``."""
+
+    #: (height, width, channels) of every crop.
+    output_shape: tuple[int, int, int]
+    #: how many same-size images to pass to ``detect`` at once.
+    batch_size: int
+
+    def cache_key(self) -> dict[str, Any]:
+        """Everything that changes a crop (parameters and model version), JSON-serialisable."""
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
+        """Crops for same-size RGB uint8 images of shape (H, W, 3)."""
+
+
+@dataclass(frozen=True)
+class BalancePlan:
+    """Rows of a balanced training set, each ``x[base] + step * (x[neighbour] - x[base])``.
+
+    Original rows are ``(i, i, 0.0)``. Labels are those of ``base``. Synthesis happens lazily, a
+    batch at a time, so the balanced set never sits in memory as float32.
+    """
+
+    base: np.ndarray
+    neighbour: np.ndarray
+    step: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not (len(self.base) == len(self.neighbour) == len(self.step)):
+            raise ValueError("base, neighbour and step must have equal lengths")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @staticmethod
+    def identity(n: int) -> BalancePlan:
+        index = np.arange(n, dtype=np.int64)
+        return BalancePlan(index, index.copy(), np.zeros(n, np.float32))
+
+    @property
+    def synthetic(self) -> np.ndarray:
+        """Boolean mask of synthesised rows."""
+        return (self.base != self.neighbour) & (self.step != 0)
+
+    def take(self, rows: np.ndarray) -> BalancePlan:
+        return BalancePlan(self.base[rows], self.neighbour[rows], self.step[rows])
+
+    def materialize(self, features: np.ndarray, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """float32 samples for ``rows`` of the plan (all by default)."""
+        base = features[self.base[rows]].astype(np.float32)
+        neighbour = features[self.neighbour[rows]].astype(np.float32)
+        step = self.step[rows].astype(np.float32).reshape((-1,) + (1,) * (features.ndim - 1))
+        return base + step * (neighbour - base)
+
+
+class Balancer(Protocol):
+    """Plans a class-balanced training set. See ``hookspecs.register_balancers``."""
+
+    def plan(self, features: np.ndarray, labels: np.ndarray, seed: int) -> BalancePlan:
+        """``features``: (N, ...) any dtype, not to be copied whole to float; ``labels``: (N,) int."""
+
+
+@dataclass
+class LossSpec:
+    """What a loss plugin gives the trainer: a Keras loss per task, weights, a model hook."""
+
+    losses: dict[str, Any]
+    weights: dict[str, float] | None = None
+    #: called once on the built model before compiling (e.g. to attach weight regularisers)
+    prepare_model: Callable[[Any], None] | None = None

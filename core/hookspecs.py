@@ -1,0 +1,100 @@
+"""The plugin hooks: one registration hook per component kind.
+
+Each hook is called once, when facelab first needs its registries. It receives a ``register``
+callback and calls it once per component it provides::
+
+    @facelab.hookimpl
+    def register_backbones(register):
+        register("tiny-cnn", build_tiny_cnn, TinyCnnParams)
+
+``register(name, factory, params, doc=None)``:
+
+- ``name``: the ``type`` a recipe uses. Lower case, words joined by ``-``.
+- ``factory``: a callable; what it receives and returns depends on the kind (below).
+- ``params``: a :class:`facelab.Params` subclass. The recipe's keys other than ``type`` are
+  validated against it before any work starts; unknown keys are rejected.
+- ``doc``: the reference documentation; defaults to the factory's docstring, whose first line is
+  the one-line summary shown by ``facelab plugins``.
+
+Registering a name twice (in one plugin or across plugins) is an error naming both origins.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("facelab")
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: ``factory(params, ctx) -> facelab.data.SampleTable``.
+
+    ``ctx`` is a :class:`facelab.context.BuildContext` (cache folder, seed, progress). The table has
+    one row per image: ``path``, ``source`` and one integer column per task, ``-1`` where the
+    source has no label. Rows skipped while loading are counted in ``SampleTable.skipped``.
+    """
+
+
+@hookspec
+def register_detectors(register):
+    """Register face detectors: ``factory(params, ctx) -> facelab.data.Detector``.
+
+    The detector turns decoded RGB uint8 images into fixed-size crops (``output_shape``), or drops
+    them. The core reads the files, groups same-size images into batches, caches every crop on
+    disk keyed by file content and ``cache_key()``, and counts the outcomes.
+    """
+
+
+@hookspec
+def register_balancers(register):
+    """Register class balancers: ``factory(params, ctx) -> facelab.data.Balancer``.
+
+    ``Balancer.plan(features, labels, seed)`` returns a :class:`facelab.data.BalancePlan`: rows
+    ``base + step * (neighbour - base)``, synthesised lazily, batch by batch, by the input pipeline.
+    """
+
+
+@hookspec
+def register_augmentations(register):
+    """Register augmentations: ``factory(params, ctx) -> keras.layers.Layer``.
+
+    The layer is applied on the fly to float32 training batches with values in 0-255, shape
+    ``(batch, height, width, channels)``. It is never applied to validation or test data.
+    """
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbones: ``factory(params, input_shape) -> keras.Model``.
+
+    The model maps float32 images in 0-255 of ``input_shape`` (H, W, C) to features: a 4-D map
+    (attention can follow) or a 2-D vector. It does its own input scaling.
+    """
+
+
+@hookspec
+def register_attentions(register):
+    """Register attention modules: ``factory(params) -> keras.layers.Layer | None``.
+
+    The layer takes the backbone's 4-D feature map and returns a map of the same shape.
+    ``None`` means identity.
+    """
+
+
+@hookspec
+def register_heads(register):
+    """Register task heads: ``factory(params, task) -> callable(features) -> probabilities``.
+
+    ``task`` is a :class:`facelab.data.Task`. The callable is applied to the (attended) features
+    and returns a softmax tensor of shape ``(batch, len(task.classes))``.
+    """
+
+
+@hookspec
+def register_losses(register):
+    """Register losses: ``factory(params, tasks) -> facelab.data.LossSpec``.
+
+    ``tasks`` maps each trained task's name to its :class:`facelab.data.Task`. Labels of ``-1``
+    (not labelled for that task) must add zero loss and zero gradient.
+    """

@@ -1,0 +1,516 @@
+"""Recipes: YAML -> ``extends`` deep-merge -> ``--set`` overrides -> validation -> a frozen recipe.
+
+Every error is a :class:`FacelabError` naming the recipe file and the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from facelab.errors import FacelabError, did_you_mean
+from facelab.params import Params, field
+from facelab.registry import Component, Registry, validate_params
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe schema (everything but the components, which each plugin validates itself)
+# --------------------------------------------------------------------------------------------
+
+Count = int | float  # a fraction in (0, 1) or an absolute number of samples
+
+
+class SourceSplit(Params):
+    """How one source is split; fractions are of the whole source (test) or of what is left (val)."""
+
+    test: Count = field(0.2, "test share: a fraction (0-1) of the source, or a count", ge=0)
+    val: Count = field(0.1, "validation share: a fraction of what remains after test, or a count",
+                       ge=0)
+    train: int | None = field(None, "use at most this many training samples (None: all)", ge=1)
+
+
+class SplitSpec(SourceSplit):
+    protocol: Literal["sound", "paper"] = field(
+        "sound", "sound: val/test split off before balancing; paper: val split after balancing")
+    stratify: str | None = field(None, "task to stratify on (default: the first head's task)")
+    seed: int | None = field(None, "split seed (default: the recipe's seed)")
+    by_source: dict[str, SourceSplit] = field(
+        {}, "per-source overrides of test/val/train, keyed by data.datasets name")
+
+
+class DataSection(Params):
+    dataset: dict[str, Any] | None = field(None, "one dataset component")
+    datasets: dict[str, dict[str, Any]] | None = field(
+        None, "several sources: name -> dataset component, merged into one sample table")
+    detector: dict[str, Any] = field(..., "face detector / cropper component")
+    split: SplitSpec = field(SplitSpec(), "train/validation/test split")
+    balancer: dict[str, Any] = field({"type": "none"}, "class balancer component (training only)")
+    balance_on: str | None = field(None, "task whose classes are balanced (default: stratify)")
+    augment: list[dict[str, Any]] = field([], "augmentation components, applied in order")
+    cache_dir: str = field("~/.cache/facelab", "folder for generated data and the crop cache")
+
+
+class ModelSection(Params):
+    backbone: dict[str, Any] = field(..., "backbone component")
+    attention: dict[str, Any] = field({"type": "none"}, "attention component after the backbone")
+    heads: dict[str, dict[str, Any]] = field(..., "task name -> head component")
+
+
+class KerasObject(Params):
+    """``{type: <Keras name>, ...constructor arguments}``, checked against the constructor."""
+
+    model_config = Params.model_config | {"extra": "allow"}
+    type: str = field(..., "Keras class or alias, e.g. adam, sgd, exponential-decay")
+
+
+class TrainSection(Params):
+    epochs: int = field(10, "training epochs", ge=1)
+    batch_size: int = field(32, "training batch size", ge=1)
+    optimizer: KerasObject = field(KerasObject(type="adam"), "a keras.optimizers class and args")
+    schedule: KerasObject | None = field(
+        None, "a keras.optimizers.schedules class and args; sets the optimizer's learning rate")
+    loss: dict[str, Any] = field(..., "loss component")
+    early_stopping: int | None = field(None, "stop after this many epochs without val improvement",
+                                       ge=1)
+    steps_per_epoch: int | None = field(None, "limit batches per epoch (default: the whole set)",
+                                        ge=1)
+
+
+class EvaluateSection(Params):
+    batch_size: int = field(64, "batch size for evaluation and timing", ge=1)
+    figures: bool = field(True, "draw PNG figures")
+    timing_batches: int = field(5, "batches timed for ms/image and FPS", ge=1)
+    groups: list[str] = field([], "extra columns to report per-group accuracy over, e.g. gender")
+    examples: int = field(16, "images per correct/wrong example grid", ge=0)
+
+
+class TrackingSection(Params):
+    experiment: str = field("facelab", "MLflow experiment name")
+    uri: str | None = field(None, "tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    run_name: str | None = field(None, "MLflow run name (default: the recipe name)")
+    enabled: bool = field(True, "log to MLflow")
+    log_model: bool = field(True, "log the trained model")
+    system_metrics: bool = field(False, "log CPU/GPU/memory system metrics")
+    tags: dict[str, str] = field({}, "extra run tags")
+
+
+class RecipeSchema(Params):
+    name: str = field(..., "recipe name", min_length=1)
+    description: str = field("", "what this recipe is for")
+    paper: str | None = field(None, "the paper this recipe reproduces")
+    seed: int = field(42, "global seed")
+    output_dir: str = field("runs", "folder for run outputs (figures, reports)")
+    data: DataSection = field(..., "data section")
+    model: ModelSection = field(..., "model section")
+    train: TrainSection = field(..., "training section")
+    evaluate: EvaluateSection = field(EvaluateSection(), "evaluation section")
+    tracking: TrackingSection = field(TrackingSection(), "MLflow tracking section")
+
+
+SECTIONS = ("name", "description", "paper", "seed", "output_dir", "data", "model", "train",
+            "evaluate", "tracking")
+
+
+# --------------------------------------------------------------------------------------------
+# Resolved recipe
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A validated component: where it sits in the recipe, its registry entry and parameters."""
+
+    where: str
+    component: Component
+    params: Params
+
+    @property
+    def name(self) -> str:
+        return self.component.name
+
+    def build(self, *args: Any) -> Any:
+        return self.component.factory(self.params, *args)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.component.name, **self.params.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A resolved, validated recipe."""
+
+    path: Path | None
+    schema: RecipeSchema
+    datasets: dict[str, ComponentSpec]
+    detector: ComponentSpec
+    balancer: ComponentSpec
+    augment: tuple[ComponentSpec, ...]
+    backbone: ComponentSpec
+    attention: ComponentSpec
+    heads: dict[str, ComponentSpec]
+    loss: ComponentSpec
+    overrides: tuple[str, ...] = ()
+    source_text: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.schema.name
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.heads)
+
+    @property
+    def stratify(self) -> str:
+        return self.schema.data.split.stratify or self.tasks[0]
+
+    @property
+    def balance_on(self) -> str:
+        return self.schema.data.balance_on or self.stratify
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole resolved recipe, every default filled in, as plain data."""
+        out = self.schema.model_dump(mode="json")
+        data, model = out["data"], out["model"]
+        data.pop("dataset"), data.pop("datasets")
+        if list(self.datasets) == ["default"]:
+            data["dataset"] = self.datasets["default"].as_dict()
+        else:
+            data["datasets"] = {k: v.as_dict() for k, v in self.datasets.items()}
+        data["detector"] = self.detector.as_dict()
+        data["balancer"] = self.balancer.as_dict()
+        data["augment"] = [a.as_dict() for a in self.augment]
+        model["backbone"] = self.backbone.as_dict()
+        model["attention"] = self.attention.as_dict()
+        model["heads"] = {k: v.as_dict() for k, v in self.heads.items()}
+        out["train"]["loss"] = self.loss.as_dict()
+        ordered = {k: out[k] for k in SECTIONS if k in out}
+        return {k: v for k, v in ordered.items() if v is not None}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved recipe flattened to dot keys (for MLflow params)."""
+        return dict(flatten(self.to_dict()))
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:12]
+
+
+def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list) and value and any(isinstance(v, dict) for v in value):
+        for i, item in enumerate(value):
+            yield from flatten(item, f"{prefix}.{i}")
+    else:
+        yield prefix, value
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), registry: Registry | None = None,
+                ) -> Recipe:
+    """Read, merge, override, expand and validate a recipe file."""
+    from facelab.manager import get_registry
+
+    path = Path(path)
+    raw = _read_with_extends(path, chain=())
+    for override in overrides:
+        apply_override(raw, override)
+    where = str(path)
+    raw = _expand(raw, where, ())
+    return validate_recipe(raw, registry or get_registry(), where=where, path=path,
+                           overrides=tuple(overrides), source_text=_read_text(path))
+
+
+def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
+                    path: Path | None = None, overrides: tuple[str, ...] = (),
+                    source_text: str = "") -> Recipe:
+    if not isinstance(raw, dict):
+        raise FacelabError(f"a recipe must be a mapping of sections, got {type(raw).__name__}",
+                           where=where)
+    for key in raw:
+        if key not in SECTIONS:
+            raise FacelabError(f"{key}: {did_you_mean(str(key), SECTIONS, what='section')}",
+                               where=where)
+    schema = _prefix_errors(lambda: validate_params(RecipeSchema, raw, ""), where)
+    data, model, train = schema.data, schema.model, schema.train
+
+    def component(kind: str, value: Any, key: str) -> ComponentSpec:
+        return _prefix_errors(lambda: resolve_component(registry, kind, value, key), where)
+
+    if (data.dataset is None) == (data.datasets is None):
+        raise FacelabError("data: expected exactly one of 'dataset' (one source) or 'datasets' "
+                           "(name -> dataset, several sources)", where=where)
+    if data.dataset is not None:
+        datasets = {"default": component("dataset", data.dataset, "data.dataset")}
+    else:
+        if not data.datasets:
+            raise FacelabError("data.datasets: expected at least one source", where=where)
+        datasets = {name: component("dataset", spec, f"data.datasets.{name}")
+                    for name, spec in data.datasets.items()}
+    for source in data.split.by_source:
+        if source not in datasets:
+            raise FacelabError(
+                f"data.split.by_source.{source}: {did_you_mean(source, datasets, what='source')}",
+                where=where)
+    if not model.heads:
+        raise FacelabError("model.heads: expected at least one task, e.g. {race: {type: ...}}",
+                           where=where)
+    tasks = list(model.heads)
+    for key, value in (("data.split.stratify", data.split.stratify),
+                       ("data.balance_on", data.balance_on)):
+        if value is not None and value not in tasks:
+            raise FacelabError(f"{key}: {did_you_mean(value, tasks, what='task')} "
+                               "(tasks are the keys of model.heads)", where=where)
+    _prefix_errors(lambda: check_keras_object("optimizer", train.optimizer, "train.optimizer"),
+                   where)
+    if train.schedule is not None:
+        _prefix_errors(lambda: check_keras_object("schedule", train.schedule, "train.schedule"),
+                       where)
+    return Recipe(
+        path=path,
+        schema=schema,
+        datasets=datasets,
+        detector=component("detector", data.detector, "data.detector"),
+        balancer=component("balancer", data.balancer, "data.balancer"),
+        augment=tuple(component("augmentation", a, f"data.augment.{i}")
+                      for i, a in enumerate(data.augment)),
+        backbone=component("backbone", model.backbone, "model.backbone"),
+        attention=component("attention", model.attention, "model.attention"),
+        heads={task: component("head", spec, f"model.heads.{task}")
+               for task, spec in model.heads.items()},
+        loss=component("loss", train.loss, "train.loss"),
+        overrides=overrides,
+        source_text=source_text,
+    )
+
+
+def resolve_component(registry: Registry, kind: str, value: Any, where: str) -> ComponentSpec:
+    if not isinstance(value, dict):
+        raise FacelabError(f"{where}: expected a mapping {{type: <{kind} name>, ...}}, "
+                           f"got {value!r}")
+    if "type" not in value:
+        raise FacelabError(f"{where}.type: missing; expected one of: "
+                           f"{', '.join(registry.names(kind))}")
+    name = value["type"]
+    if not isinstance(name, str):
+        raise FacelabError(f"{where}.type: expected a {kind} name, got {name!r}")
+    component = registry.get(kind, name, where=f"{where}.type")
+    params = component.validate({k: v for k, v in value.items() if k != "type"}, where)
+    return ComponentSpec(where, component, params)
+
+
+def _prefix_errors(fn: Any, where: str) -> Any:
+    try:
+        return fn()
+    except FacelabError as exc:
+        if str(exc).startswith(f"{where}: "):
+            raise
+        raise FacelabError(str(exc), where=where) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Keras optimizers and schedules by name
+# --------------------------------------------------------------------------------------------
+
+def keras_class(kind: str, name: str, where: str) -> type:
+    """The Keras optimizer or learning-rate schedule class called ``name`` (any case, - or _)."""
+    import keras
+
+    module = keras.optimizers if kind == "optimizer" else keras.optimizers.schedules
+    base = keras.optimizers.Optimizer if kind == "optimizer" else \
+        keras.optimizers.schedules.LearningRateSchedule
+    classes = {n: c for n, c in vars(module).items()
+               if isinstance(c, type) and issubclass(c, base) and c is not base}
+    by_key = {_normalise(n): c for n, c in classes.items()}
+    found = by_key.get(_normalise(name))
+    if found is None:
+        suggestions = sorted(_kebab(n) for n in classes)
+        raise FacelabError(f"{where}.type: {did_you_mean(name, suggestions, what=kind)}")
+    return found
+
+
+def check_keras_object(kind: str, spec: KerasObject, where: str) -> None:
+    cls = keras_class(kind, spec.type, where)
+    accepted = inspect.signature(cls.__init__).parameters
+    for key in spec.model_extra or {}:
+        if key not in accepted:
+            names = [p for p in accepted if p not in ("self", "kwargs", "name")]
+            raise FacelabError(f"{where}.{key}: {did_you_mean(key, names, what=f'{kind} argument')}")
+
+
+def build_keras_object(kind: str, spec: KerasObject, where: str, **extra: Any) -> Any:
+    cls = keras_class(kind, spec.type, where)
+    kwargs = {**(spec.model_extra or {}), **extra}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise FacelabError(f"{where}: {exc}") from None
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_ ]", "", name).lower()
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", name).lower()
+
+
+# --------------------------------------------------------------------------------------------
+# YAML, extends, overrides, ${ENV}
+# --------------------------------------------------------------------------------------------
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FacelabError(f"{path}: recipe file not found") from None
+    except IsADirectoryError:
+        raise FacelabError(f"{path}: is a folder; expected a recipe .yaml file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FacelabError(f"{path}: cannot read recipe ({exc})") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise FacelabError(f"{path}: invalid YAML at {line}{problem}") from None
+    if data is None:
+        raise FacelabError(f"{path}: the recipe is empty; expected a mapping of sections")
+    if not isinstance(data, dict):
+        raise FacelabError(f"{path}: a recipe must be a mapping of sections, "
+                           f"got {type(data).__name__}")
+    return data
+
+
+def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise FacelabError(f"{chain[0]}: extends: cycle {cycle}")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise FacelabError(f"{path}: extends: expected a relative path to another recipe, "
+                           f"got {parent!r}")
+    parent_path = (path.parent / Path(parent).expanduser())
+    if not parent_path.exists():
+        raise FacelabError(f"{path}: extends: {parent!r} not found (looked for {parent_path})")
+    base = _read_with_extends(parent_path, (*chain, resolved))
+    return deep_merge(base, data)
+
+
+def deep_merge(base: Any, update: Any) -> Any:
+    """``update`` over ``base``: mappings merge key by key, everything else is replaced.
+
+    A component mapping whose ``type`` changes is replaced whole, so the old component's
+    parameters do not leak into the new one.
+    """
+    if not (isinstance(base, dict) and isinstance(update, dict)):
+        return copy.deepcopy(update)
+    if "type" in base and "type" in update and base["type"] != update["type"]:
+        return copy.deepcopy(update)
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
+    return merged
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as a YAML scalar or flow collection) in place."""
+    where = f"--set {override}"
+    if "=" not in override:
+        raise FacelabError(f"{where}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, _, text = override.partition("=")
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise FacelabError(f"{where}: expected a dotted key such as train.epochs, got {key!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise FacelabError(f"{where}: the value is not valid YAML "
+                           f"({str(exc).splitlines()[0]})") from None
+    if parts[0] not in SECTIONS and parts[0] != "extends":
+        raise FacelabError(f"{where}: {did_you_mean(parts[0], SECTIONS, what='section')}")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]), where)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(node, last, key, where)] = value
+    elif isinstance(node, dict):
+        if isinstance(node.get(last), dict) and isinstance(value, dict) and "type" in value:
+            node[last] = deep_merge(node[last], value)
+        else:
+            node[last] = value
+    else:
+        raise FacelabError(f"{where}: {'.'.join(parts[:-1])} is {node!r}, not a mapping")
+
+
+def _child(node: Any, part: str, path: str, where: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, path, where)]
+    if not isinstance(node, dict):
+        raise FacelabError(f"{where}: {path.rsplit('.', 1)[0]} is {node!r}, not a mapping")
+    if node.get(part) is None:
+        node[part] = {}
+    return node[part]
+
+
+def _index(node: list, part: str, path: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise FacelabError(f"{where}: {path}: expected a list index below {len(node)}")
+    return int(part)
+
+
+def _expand(value: Any, where: str, path: tuple[str, ...]) -> Any:
+    """Expand ``${ENV_VAR}`` in every string and a leading ``~/`` in path-like strings."""
+    if isinstance(value, dict):
+        return {k: _expand(v, where, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, where, (*path, str(i))) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def env(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise FacelabError(f"{'.'.join(path)}: environment variable {name} is not set; "
+                                   f"set it or use --set {'.'.join(path)}=...", where=where)
+            return os.environ[name]
+
+        value = _ENV_PATTERN.sub(env, value)
+        if value == "~" or value.startswith("~/"):
+            value = os.path.expanduser(value)
+    return value
+
+
+def iter_component_specs(recipe: Recipe) -> Iterable[ComponentSpec]:
+    yield from recipe.datasets.values()
+    yield from (recipe.detector, recipe.balancer, *recipe.augment, recipe.backbone,
+                recipe.attention, *recipe.heads.values(), recipe.loss)
+
+
+__all__ = ["Recipe", "ComponentSpec", "load_recipe", "validate_recipe", "deep_merge",
+           "apply_override", "build_keras_object"]

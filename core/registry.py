@@ -1,0 +1,139 @@
+"""Registries: for each component kind, name -> (factory, parameter schema, doc, origin)."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from facelab.errors import FacelabError, did_you_mean
+from facelab.params import Params
+
+#: kind -> registration hook name, in pipeline order.
+KINDS: dict[str, str] = {
+    "dataset": "register_datasets",
+    "detector": "register_detectors",
+    "balancer": "register_balancers",
+    "augmentation": "register_augmentations",
+    "backbone": "register_backbones",
+    "attention": "register_attentions",
+    "head": "register_heads",
+    "loss": "register_losses",
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a component comes from: the plugin module, its distribution and version."""
+
+    plugin: str
+    package: str
+    version: str
+    builtin: bool
+
+    def __str__(self) -> str:
+        return f"{self.plugin} ({self.package} {self.version})"
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    params: type[Params]
+    doc: str
+    origin: Origin
+
+    @property
+    def summary(self) -> str:
+        """The doc's first line."""
+        return self.doc.strip().splitlines()[0].strip() if self.doc.strip() else ""
+
+    def validate(self, values: dict[str, Any], where: str) -> Params:
+        """Validate recipe values (without ``type``) against the schema; errors name the key path."""
+        return validate_params(self.params, values, where)
+
+
+def validate_params(schema: type[Params], values: Any, where: str) -> Params:
+    """Validate ``values`` against ``schema``; a failure is a one-line :class:`FacelabError`."""
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        raise FacelabError(render_validation_error(exc, schema, where)) from None
+
+
+def render_validation_error(exc: ValidationError, schema: type[Params], where: str) -> str:
+    """The first pydantic error as ``path.to.key: what was wrong; what is expected``."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    path = ".".join([where, *loc]) if where else ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(schema, error["loc"][:-1])
+        return f"{path}: {did_you_mean(loc[-1], known, what='key')}"
+    got = error.get("input")
+    got_text = "" if isinstance(got, (dict, list)) or got is None and error["type"] == "missing" \
+        else f" (got {got!r})"
+    return f"{path}: {error['msg'].lower()}{got_text}"
+
+
+def _known_keys(schema: type[Params], loc: tuple) -> list[str]:
+    """Field names of the (possibly nested) model at ``loc``."""
+    model: Any = schema
+    for part in loc:
+        fields = getattr(model, "model_fields", {})
+        if part in fields:
+            annotation = fields[part].annotation
+            model = annotation if isinstance(annotation, type) else None
+        if model is None or not hasattr(model, "model_fields"):
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+class Registry:
+    """All registered components, by kind and name."""
+
+    def __init__(self) -> None:
+        self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+
+    def add(self, kind: str, name: str, factory: Callable[..., Any], params: type[Params],
+            doc: str | None, origin: Origin) -> None:
+        if not isinstance(name, str) or not name:
+            raise FacelabError(f"plugin {origin.plugin}: a {kind} name must be a non-empty string")
+        if not (isinstance(params, type) and issubclass(params, Params)):
+            raise FacelabError(
+                f"plugin {origin.plugin}: {kind} {name!r} must declare its parameters as a "
+                "facelab.Params subclass")
+        existing = self._components[kind].get(name)
+        if existing is not None:
+            raise FacelabError(
+                f"duplicate {kind} {name!r}: registered by {existing.origin} and by {origin}")
+        text = doc if doc is not None else inspect.getdoc(factory) or ""
+        self._components[kind][name] = Component(kind, name, factory, params, text, origin)
+
+    def get(self, kind: str, name: str, where: str | None = None) -> Component:
+        if kind not in self._components:
+            raise FacelabError(did_you_mean(kind, KINDS, what="component kind"), where=where)
+        try:
+            return self._components[kind][name]
+        except KeyError:
+            raise FacelabError(did_you_mean(str(name), self._components[kind], what=kind),
+                               where=where) from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._components[kind])
+
+    def __iter__(self) -> Iterator[Component]:
+        for kind in KINDS:
+            yield from (self._components[kind][n] for n in sorted(self._components[kind]))
+
+    def find(self, kind: str | None = None, pattern: str | None = None,
+             include_builtin: bool = True) -> list[Component]:
+        """Components of ``kind`` whose name matches the shell-style ``pattern``."""
+        return [c for c in self
+                if (kind is None or c.kind == kind)
+                and (pattern is None or fnmatch.fnmatchcase(c.name, pattern))
+                and (include_builtin or not c.origin.builtin)]

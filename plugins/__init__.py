@@ -1,0 +1,14 @@
+"""facelab's built-in plugins. Each module listed in BUILTIN is loaded like any other plugin."""
+
+#: Module paths of the built-in plugins, registered by the core's plugin manager.
+BUILTIN: tuple[str, ...] = (
+    "facelab.plugins.datasets.utkface",
+    "facelab.plugins.datasets.synthetic",
+    "facelab.plugins.detectors.none",
+    "facelab.plugins.balancers.none",
+    "facelab.plugins.augment.keras_layers",
+    "facelab.plugins.backbones.simple_cnn",
+    "facelab.plugins.attention.none",
+    "facelab.plugins.heads.classification",
+    "facelab.plugins.losses.cross_entropy",
+)

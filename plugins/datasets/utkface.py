@@ -1,0 +1,88 @@
+"""Dataset ``utkface``: UTKFace's ``age_gender_race_timestamp.jpg.chip.jpg`` layout."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+import facelab
+from facelab.data import NO_LABEL, SampleTable, Task
+from facelab.errors import FacelabError, did_you_mean
+
+#: UTKFace's race codes, in code order.
+RACES = ("white", "black", "asian", "indian", "others")
+#: UTKFace's gender codes: 0 male, 1 female.
+GENDERS = ("male", "female")
+#: Image suffixes UTKFace releases use (aligned crops and in-the-wild images).
+SUFFIXES = (".jpg.chip.jpg", ".jpg", ".png")
+_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)")
+
+
+def utkface_name(age: int, gender: int, race: int, timestamp: str) -> str:
+    return f"{age}_{gender}_{race}_{timestamp}.jpg.chip.jpg"
+
+
+def parse_name(name: str) -> tuple[int, int, int] | None:
+    """(age, gender, race) from a UTKFace file name, or None when a field is missing or bad."""
+    match = _NAME.match(name)
+    return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
+
+
+def scan(root: Path, classes: list[str], where: str) -> SampleTable:
+    """Parse every image name below ``root``; names that break the layout are counted, not fatal."""
+    if not root.exists():
+        raise FacelabError(f"{where}.root: folder {root} does not exist; expected a folder of "
+                           "UTKFace images (age_gender_race_timestamp.jpg.chip.jpg)")
+    if not root.is_dir():
+        raise FacelabError(f"{where}.root: {root} is not a folder")
+    for name in classes:
+        if name not in RACES:
+            raise FacelabError(f"{where}.classes: {did_you_mean(name, RACES, what='race')}")
+    rows, skipped = [], Counter()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if not path.name.lower().endswith(SUFFIXES):
+            continue
+        parsed = parse_name(path.name)
+        if parsed is None:
+            skipped["name not in UTKFace layout"] += 1
+            continue
+        age, gender, race = parsed
+        if RACES[race] not in classes:
+            skipped[f"race {RACES[race]} not in classes"] += 1
+            continue
+        rows.append((str(path), classes.index(RACES[race]), gender, age))
+    if not rows:
+        raise FacelabError(f"{where}.root: no UTKFace images of classes {classes} in {root}")
+    frame = pd.DataFrame(rows, columns=["path", "race", "gender", "age"])
+    frame["source"] = "utkface"
+    frame["age_group"] = pd.cut(frame["age"], AGE_BINS, labels=False, right=False).fillna(NO_LABEL)
+    tasks = {"race": Task("race", tuple(classes)), "gender": Task("gender", GENDERS)}
+    return SampleTable(frame, tasks, skipped)
+
+
+#: Age bins for per-group reports: 0-19, 20-39, 40-59, 60+.
+AGE_BINS = [0, 20, 40, 60, 200]
+
+
+class UtkfaceParams(facelab.Params):
+    root: str = facelab.field(..., "folder holding the UTKFace images (searched recursively)")
+    classes: list[str] = facelab.field(["white", "black", "asian", "indian"],
+                                       "races to use, in label order", min_length=2)
+
+
+def build(params: UtkfaceParams, ctx) -> SampleTable:
+    """UTKFace (Zhang et al. 2017): faces labelled with age, gender and race in the file name.
+
+    Tasks: ``race`` (the chosen ``classes``) and ``gender`` (male, female). Extra columns: ``age``
+    and ``age_group`` (0-19, 20-39, 40-59, 60+) for per-group metrics. Names that lack a field are
+    skipped and counted.
+    """
+    return scan(ctx.resolve_path(params.root), list(params.classes), "data.dataset")
+
+
+@facelab.hookimpl
+def register_datasets(register):
+    register("utkface", build, UtkfaceParams)
