@@ -15,6 +15,8 @@ callback and calls it once per component it provides::
   validated against it before any work starts; unknown keys are rejected.
 - ``doc``: the reference documentation; defaults to the factory's docstring, whose first line is
   the one-line summary shown by ``facelab plugins``.
+- ``tasks`` (datasets only, keyword): ``tasks(params) -> {name: Task}``, the tasks the dataset
+  provides, known without loading data, so ``facelab summary`` can build the model.
 
 Registering a name twice (in one plugin or across plugins) is an error naming both origins.
 """

@@ -61,8 +61,8 @@ def reset() -> None:
 
 
 def _register(registry: Registry, kind: str, origin: Origin, name: str, factory: Any,
-              params: Any, doc: str | None = None) -> None:
-    registry.add(kind, name, factory, params, doc, origin)
+              params: Any, doc: str | None = None, *, tasks: Any = None) -> None:
+    registry.add(kind, name, factory, params, doc, origin, tasks)
 
 
 def _origins(manager: pluggy.PluginManager) -> dict[int, Origin]:

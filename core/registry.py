@@ -47,6 +47,8 @@ class Component:
     params: type[Params]
     doc: str
     origin: Origin
+    #: datasets only: ``tasks(params) -> {name: Task}`` without loading any data (for summaries)
+    tasks: Callable[..., Any] | None = None
 
     @property
     def summary(self) -> str:
@@ -100,7 +102,7 @@ class Registry:
         self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
 
     def add(self, kind: str, name: str, factory: Callable[..., Any], params: type[Params],
-            doc: str | None, origin: Origin) -> None:
+            doc: str | None, origin: Origin, tasks: Callable[..., Any] | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise FacelabError(f"plugin {origin.plugin}: a {kind} name must be a non-empty string")
         if not (isinstance(params, type) and issubclass(params, Params)):
@@ -112,7 +114,7 @@ class Registry:
             raise FacelabError(
                 f"duplicate {kind} {name!r}: registered by {existing.origin} and by {origin}")
         text = doc if doc is not None else inspect.getdoc(factory) or ""
-        self._components[kind][name] = Component(kind, name, factory, params, text, origin)
+        self._components[kind][name] = Component(kind, name, factory, params, text, origin, tasks)
 
     def get(self, kind: str, name: str, where: str | None = None) -> Component:
         if kind not in self._components:

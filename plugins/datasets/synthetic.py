@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFilter
 import facelab
 from facelab.data import SampleTable
 from facelab.errors import FacelabError, did_you_mean
-from facelab.plugins.datasets.utkface import RACES, scan, utkface_name
+from facelab.plugins.datasets.utkface import RACES, scan, utkface_name, utkface_tasks
 
 #: UTKFace's race counts (White, Black, Asian, Indian, Others); the default class mix.
 UTKFACE_RACE_COUNTS = {"white": 10078, "black": 4526, "asian": 3434, "indian": 3975,
@@ -162,4 +162,5 @@ def build(params: SyntheticParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("synthetic", build, SyntheticParams)
+    register("synthetic", build, SyntheticParams,
+             tasks=lambda params: utkface_tasks(params.classes))

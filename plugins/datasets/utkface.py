@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 import facelab
 from facelab.data import NO_LABEL, SampleTable, Task
@@ -18,7 +19,11 @@ RACES = ("white", "black", "asian", "indian", "others")
 GENDERS = ("male", "female")
 #: Image suffixes UTKFace releases use (aligned crops and in-the-wild images).
 SUFFIXES = (".jpg.chip.jpg", ".jpg", ".png")
-_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)")
+_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.")
+#: Skip reasons counted in ``SampleTable.skipped``.
+BAD_NAME, UNREADABLE = "name not in UTKFace layout", "unreadable image"
+#: How far from its end a complete JPEG must hold its end-of-image marker (FF D9).
+_JPEG_TAIL = 1024
 
 
 def utkface_name(age: int, gender: int, race: int, timestamp: str) -> str:
@@ -31,8 +36,29 @@ def parse_name(name: str) -> tuple[int, int, int] | None:
     return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
 
 
+def readable(path: Path) -> bool:
+    """Cheap integrity check (~0.1 ms a file, no pixel decoding): would the file decode?
+
+    PIL's ``open`` parses the header and ``verify`` checks PNG chunk checksums, but ``verify`` is a
+    no-op for JPEG, so a JPEG must also end with its end-of-image marker: truncated downloads,
+    the common corruption, lack it. Empty files, text and garbage fail ``open``.
+    """
+    try:
+        with Image.open(path) as image:
+            kind = image.format
+            image.verify()
+        if kind == "JPEG":
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - _JPEG_TAIL))
+                return b"\xff\xd9" in f.read()
+        return True
+    except Exception:  # noqa: BLE001 - PIL raises many types for broken files; all mean "unreadable"
+        return False
+
+
 def scan(root: Path, classes: list[str], where: str) -> SampleTable:
-    """Parse every image name below ``root``; names that break the layout are counted, not fatal."""
+    """Parse every image name below ``root``; bad names and unreadable files are counted, not fatal."""
     if not root.exists():
         raise FacelabError(f"{where}.root: folder {root} does not exist; expected a folder of "
                            "UTKFace images (age_gender_race_timestamp.jpg.chip.jpg)")
@@ -47,20 +73,29 @@ def scan(root: Path, classes: list[str], where: str) -> SampleTable:
             continue
         parsed = parse_name(path.name)
         if parsed is None:
-            skipped["name not in UTKFace layout"] += 1
+            skipped[BAD_NAME] += 1
             continue
         age, gender, race = parsed
         if RACES[race] not in classes:
             skipped[f"race {RACES[race]} not in classes"] += 1
             continue
+        if not readable(path):
+            skipped[UNREADABLE] += 1
+            continue
         rows.append((str(path), classes.index(RACES[race]), gender, age))
     if not rows:
-        raise FacelabError(f"{where}.root: no UTKFace images of classes {classes} in {root}")
+        found = f" (skipped: {dict(skipped)})" if skipped else ""
+        raise FacelabError(f"{where}.root: no readable UTKFace images of classes {classes} in "
+                           f"{root}{found}; expected files named age_gender_race_timestamp.jpg.chip.jpg")
     frame = pd.DataFrame(rows, columns=["path", "race", "gender", "age"])
     frame["source"] = "utkface"
     frame["age_group"] = pd.cut(frame["age"], AGE_BINS, labels=False, right=False).fillna(NO_LABEL)
-    tasks = {"race": Task("race", tuple(classes)), "gender": Task("gender", GENDERS)}
-    return SampleTable(frame, tasks, skipped)
+    return SampleTable(frame, utkface_tasks(classes), skipped)
+
+
+def utkface_tasks(classes) -> dict[str, Task]:
+    """The tasks of UTKFace-layout data: race (the chosen classes) and gender."""
+    return {"race": Task("race", tuple(classes)), "gender": Task("gender", GENDERS)}
 
 
 #: Age bins for per-group reports: 0-19, 20-39, 40-59, 60+.
@@ -77,12 +112,13 @@ def build(params: UtkfaceParams, ctx) -> SampleTable:
     """UTKFace (Zhang et al. 2017): faces labelled with age, gender and race in the file name.
 
     Tasks: ``race`` (the chosen ``classes``) and ``gender`` (male, female). Extra columns: ``age``
-    and ``age_group`` (0-19, 20-39, 40-59, 60+) for per-group metrics. Names that lack a field are
-    skipped and counted.
+    and ``age_group`` (0-19, 20-39, 40-59, 60+) for per-group metrics. Files whose name lacks a field
+    (e.g. ``39_1_20170116174525125.jpg.chip.jpg``, no race) or that are not readable images (empty,
+    truncated, not an image) are skipped and counted.
     """
     return scan(ctx.resolve_path(params.root), list(params.classes), "data.dataset")
 
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("utkface", build, UtkfaceParams)
+    register("utkface", build, UtkfaceParams, tasks=lambda params: utkface_tasks(params.classes))

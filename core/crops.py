@@ -1,0 +1,133 @@
+"""The detect/crop stage: read files, batch same-size images, cache every crop on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facelab.data import Detector
+from facelab.images import UNREADABLE, read_rgb
+
+DROPPED = b"dropped"
+
+
+@dataclass
+class CropResult:
+    """Crops for the kept rows of a sample table, and what happened to every image."""
+
+    images: np.ndarray  # uint8 (kept, H, W, C)
+    kept: np.ndarray  # bool (rows,)
+    statuses: Counter
+    detector_calls: int  # images the detector actually saw (0 when everything was cached)
+
+
+class CropCache:
+    """One file per image: ``<root>/<key>/<hash[:2]>/<hash>.npy`` (or ``.none`` when dropped).
+
+    ``key`` digests the detector's ``cache_key()``; ``hash`` digests the file's bytes, so a renamed
+    file still hits and a changed file misses. Every file is written to a temporary name and
+    renamed, so an interrupted run never leaves a half-written crop.
+    """
+
+    def __init__(self, root: Path, detector_key: dict):
+        digest = hashlib.sha256(json.dumps(detector_key, sort_keys=True).encode()).hexdigest()
+        self.folder = root / "crops" / digest[:16]
+
+    def _path(self, content_hash: str) -> Path:
+        return self.folder / content_hash[:2] / content_hash
+
+    def get(self, content_hash: str) -> tuple[bool, np.ndarray | None, str | None]:
+        """(hit, crop or None, status)."""
+        base = self._path(content_hash)
+        npy = base.with_suffix(".npy")
+        if npy.exists():
+            return True, np.load(npy), _read_status(base)
+        if base.with_suffix(".none").exists():
+            return True, None, _read_status(base)
+        return False, None, None
+
+    def put(self, content_hash: str, crop: np.ndarray | None, status: str) -> None:
+        base = self._path(content_hash)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(base.with_suffix(".status"), status.encode())
+        if crop is None:
+            _atomic_write(base.with_suffix(".none"), DROPPED)
+        else:
+            with tempfile.NamedTemporaryFile(dir=base.parent, suffix=".tmp", delete=False) as f:
+                np.save(f, crop)
+            os.replace(f.name, base.with_suffix(".npy"))
+
+
+def _read_status(base: Path) -> str:
+    status = base.with_suffix(".status")
+    return status.read_text() if status.exists() else "cached"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+        f.write(data)
+    os.replace(f.name, path)
+
+
+def file_hash(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def crop_all(paths: list[str], detector: Detector, cache_dir: Path, progress) -> CropResult:
+    """Crops for every path; unreadable images and detector drops are excluded and counted."""
+    cache = CropCache(cache_dir, detector.cache_key())
+    crops: list[np.ndarray | None] = [None] * len(paths)
+    statuses: Counter = Counter()
+    pending: dict[tuple[int, ...], list[tuple[int, str, np.ndarray]]] = defaultdict(list)
+    calls = 0
+
+    def flush(shape: tuple[int, ...]) -> None:
+        nonlocal calls
+        batch = pending.pop(shape)
+        results = detector.detect([image for _, _, image in batch])
+        calls += len(batch)
+        for (row, digest, _), result in zip(batch, results, strict=True):
+            cache.put(digest, result.crop, result.status)
+            crops[row] = result.crop
+            statuses[result.status] += 1
+
+    for row in progress.track(range(len(paths)), "detecting and cropping faces", total=len(paths)):
+        try:
+            digest = file_hash(paths[row])
+        except OSError:
+            statuses["unreadable image"] += 1
+            continue
+        hit, crop, status = cache.get(digest)
+        if hit:
+            crops[row] = crop
+            statuses[status] += 1
+            continue
+        try:
+            image = read_rgb(paths[row])
+        except UNREADABLE:
+            statuses["unreadable image"] += 1
+            continue
+        # mtcnn 1.0 returns wrong boxes for mixed-size batches, so batches hold one size only.
+        pending[image.shape].append((row, digest, image))
+        if len(pending[image.shape]) >= detector.batch_size:
+            flush(image.shape)
+    for shape in list(pending):
+        flush(shape)
+
+    kept = np.array([c is not None for c in crops], dtype=bool)
+    shape = tuple(detector.output_shape)
+    images = np.empty((int(kept.sum()), *shape), np.uint8)
+    for i, row in enumerate(np.flatnonzero(kept)):
+        if crops[row].shape != shape:
+            raise ValueError(f"detector returned a crop of shape {crops[row].shape}, "
+                             f"expected {shape}")
+        images[i] = crops[row]
+    return CropResult(images, kept, statuses, calls)

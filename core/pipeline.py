@@ -1,0 +1,166 @@
+"""The stages, in order: load -> detect/crop -> split -> balance -> inputs -> model -> train ->
+evaluate. Each stage takes what the previous one returned and returns something new."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from facelab.context import BuildContext
+from facelab.crops import crop_all
+from facelab.data import NO_LABEL, SampleTable, Task
+from facelab.errors import FacelabError, did_you_mean
+from facelab.evaluate import classification_metrics, group_accuracy
+from facelab.inputs import make_dataset
+from facelab.model import MaskedAccuracy, build_model
+from facelab.recipe import Recipe, build_keras_object
+from facelab.split import SPLITS, Splits, split_and_balance
+
+
+@dataclass
+class PreparedData:
+    """Everything the model needs: kept rows, their uint8 crops, the split plans, the counts."""
+
+    table: SampleTable  # kept rows only, aligned with ``images``
+    images: np.ndarray
+    splits: Splits
+    tasks: dict[str, Task]
+    counts: dict = field(default_factory=dict)
+    detector_calls: int = 0
+
+    def labels(self, task: str) -> np.ndarray:
+        return self.table.frame[task].to_numpy()
+
+    def split_labels(self, split: str, task: str) -> np.ndarray:
+        return self.labels(task)[self.splits.plans[split].base]
+
+
+def make_context(recipe: Recipe, progress) -> BuildContext:
+    cache = Path(recipe.schema.data.cache_dir).expanduser().absolute()
+    return BuildContext(cache_dir=cache, seed=recipe.schema.seed, progress=progress)
+
+
+def load_table(recipe: Recipe, ctx: BuildContext) -> SampleTable:
+    """Load every source and merge them; every head's task must exist."""
+    tables = {}
+    for source, spec in recipe.datasets.items():
+        ctx.progress.log(f"loading {spec.where} ({spec.name})")
+        tables[source] = spec.build(ctx)
+    table = tables["default"] if list(tables) == ["default"] else SampleTable.merge(tables)
+    for task in recipe.tasks:
+        if task not in table.tasks:
+            raise FacelabError(f"model.heads.{task}: "
+                               f"{did_you_mean(task, table.tasks, what='task')} "
+                               "(tasks come from the dataset)")
+    used = table.frame[recipe.tasks].to_numpy()
+    return SampleTable(table.frame[(used != NO_LABEL).any(axis=1)], table.tasks, table.skipped)
+
+
+def prepare_data(recipe: Recipe, ctx: BuildContext) -> PreparedData:
+    """load -> detect/crop (cached) -> split -> balance, with the class counts at every stage."""
+    table = load_table(recipe, ctx)
+    tasks = {name: table.tasks[name] for name in recipe.tasks}
+    detector = recipe.detector.build(ctx)
+    crops = crop_all(list(table.frame["path"]), detector, ctx.cache_dir, ctx.progress)
+    kept = SampleTable(table.frame[crops.kept], table.tasks, table.skipped)
+    counts: dict = {"found": _class_counts(table, tasks),
+                    "skipped": dict(table.skipped),
+                    "detector": dict(crops.statuses)}
+    counts["used"] = _class_counts(kept, tasks)
+    for task in recipe.tasks:
+        if not (kept.frame[task] != NO_LABEL).any():
+            raise FacelabError(f"model.heads.{task}: no usable image has a {task} label")
+    ctx.progress.log("splitting and balancing")
+    splits = split_and_balance(kept, crops.images, recipe.schema.data.split, recipe.tasks,
+                               recipe.stratify, recipe.balance_on, recipe.balancer.build(ctx),
+                               recipe.schema.seed)
+    train_before = SampleTable(kept.frame.iloc[splits.train_rows], kept.tasks)
+    counts["train (before balancing)"] = _class_counts(train_before, tasks)
+    for split in SPLITS:
+        plan = splits.plans[split]
+        counts[split] = _class_counts(
+            SampleTable(kept.frame.iloc[plan.base], kept.tasks), tasks)
+        counts[split]["synthetic"] = int(plan.synthetic.sum())
+    return PreparedData(kept, crops.images, splits, tasks, counts, crops.detector_calls)
+
+
+def _class_counts(table: SampleTable, tasks: dict[str, Task]) -> dict:
+    """{task: {class: n}, "sources": {source: n}, "total": n}."""
+    out: dict = {task: table.class_counts(task) for task in tasks}
+    out["sources"] = dict(Counter(table.frame["source"]))
+    out["total"] = len(table)
+    return out
+
+
+def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext) -> dict:
+    """tf.data pipelines for each split; augmentation on train only."""
+    labels = {task: data.labels(task) for task in recipe.tasks}
+    augment = [spec.build(ctx) for spec in recipe.augment]
+    train = recipe.schema.train
+    out = {}
+    for split in SPLITS:
+        if len(data.splits.plans[split]) == 0:
+            continue
+        is_train = split == "train"
+        out[split] = make_dataset(
+            data.images, labels, data.splits.plans[split],
+            train.batch_size if is_train else recipe.schema.evaluate.batch_size,
+            shuffle=is_train, seed=recipe.schema.seed, augment=augment if is_train else None)
+    return out
+
+
+def compile_model(recipe: Recipe, input_shape: tuple[int, ...], tasks: dict[str, Task]
+                  ) -> keras.Model:
+    model = build_model(recipe, tuple(input_shape), tasks)
+    spec = recipe.loss.build(tasks)
+    if spec.prepare_model is not None:
+        spec.prepare_model(model)
+    train = recipe.schema.train
+    extra = {}
+    if train.schedule is not None:
+        extra["learning_rate"] = build_keras_object("schedule", train.schedule, "train.schedule")
+    optimizer = build_keras_object("optimizer", train.optimizer, "train.optimizer", **extra)
+    model.compile(optimizer=optimizer, loss=spec.losses, loss_weights=spec.weights,
+                  metrics={task: [MaskedAccuracy(name="accuracy")] for task in recipe.tasks})
+    return model
+
+
+def train(recipe: Recipe, model: keras.Model, sets: dict, callbacks: list) -> tuple[dict, float]:
+    """Fit; returns (history, seconds)."""
+    t = recipe.schema.train
+    if t.early_stopping and "val" in sets:
+        callbacks = [*callbacks, keras.callbacks.EarlyStopping(
+            patience=t.early_stopping, restore_best_weights=True)]
+    start = time.perf_counter()
+    history = model.fit(sets["train"], validation_data=sets.get("val"), epochs=t.epochs,
+                        steps_per_epoch=t.steps_per_epoch, callbacks=callbacks, verbose=0)
+    return history.history, time.perf_counter() - start
+
+
+def predict(model: keras.Model, dataset) -> dict[str, np.ndarray]:
+    """Class probabilities per task, in plan order."""
+    outputs: dict[str, list] = {}
+    for x, _ in dataset:
+        for task, probs in model.predict_on_batch(x).items():
+            outputs.setdefault(task, []).append(np.asarray(probs))
+    return {task: np.concatenate(parts) for task, parts in outputs.items()}
+
+
+def evaluate_split(recipe: Recipe, data: PreparedData, split: str, probs: dict[str, np.ndarray]
+                   ) -> dict:
+    """Per task: metrics, and per-group accuracy over the task and ``evaluate.groups``."""
+    frame = data.table.frame.iloc[data.splits.plans[split].base]
+    results = {}
+    for task in recipe.tasks:
+        y_true = data.split_labels(split, task)
+        y_pred = probs[task].argmax(axis=1)
+        metrics = classification_metrics(y_true, y_pred, data.tasks[task])
+        metrics["groups"] = group_accuracy(frame, y_true, y_pred, data.tasks[task],
+                                           recipe.schema.evaluate.groups, data.table.tasks)
+        results[task] = metrics
+    return results

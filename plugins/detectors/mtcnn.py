@@ -1,0 +1,127 @@
+"""Detector ``mtcnn``: MTCNN face detection (the ``mtcnn`` package, weights included), crop, align."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from importlib.metadata import version
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+import facelab
+from facelab.data import Detection
+from facelab.images import ColourMode, channels, resize, to_colour
+
+FACE = "face"
+KEPT = "no face: whole image kept"
+DROPPED = "no face: dropped"
+
+
+class MtcnnParams(facelab.Params):
+    size: tuple[int, int] = facelab.field((224, 224), "output (height, width) in pixels")
+    colour: ColourMode = facelab.field("rgb", "output colour mode: rgb or grey")
+    margin: float = facelab.field(
+        0.1, "border added on each side of the box, as a fraction of its width/height", ge=0, le=2)
+    square: bool = facelab.field(
+        True, "grow the box's shorter side to make it square, so resizing does not distort")
+    min_confidence: float = facelab.field(
+        0.9, "faces detected with a lower confidence are ignored", ge=0, le=1)
+    min_face_size: int = facelab.field(20, "smallest face side MTCNN looks for, in pixels", ge=4)
+    pick: Literal["confidence", "largest"] = facelab.field(
+        "confidence", "which face to keep when there are several: most confident or largest box")
+    align: bool = facelab.field(
+        False, "rotate the image about the eyes so the eye line is level before cropping")
+    no_face: Literal["keep", "drop"] = facelab.field(
+        "keep", "images without a face: keep the whole image resized, or drop them")
+    batch_size: int = facelab.field(
+        32, "same-size images per MTCNN call (batches are faster; results do not change)", ge=1)
+
+
+class MtcnnDetector:
+    """Finds the face with MTCNN, crops it with a margin (optionally aligned) and resizes it."""
+
+    def __init__(self, params: MtcnnParams):
+        self.params = params
+        self.batch_size = params.batch_size
+        self.output_shape = (*params.size, channels(params.colour))
+        self._mtcnn = None  # built on the first detect() call: building and validating stay cheap
+
+    def cache_key(self) -> dict[str, Any]:
+        # batch_size is left out: it changes speed, not crops (tests/test_race_mtcnn.py checks it).
+        params = self.params.model_dump(mode="json", exclude={"batch_size"})
+        return {"detector": "mtcnn", "mtcnn": version("mtcnn"), "crop_version": 1, **params}
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
+        if not images:
+            return []
+        if self._mtcnn is None:
+            from mtcnn import MTCNN
+
+            self._mtcnn = MTCNN()
+        # mtcnn 1.0 takes a Python list as one batch and answers one list of faces per image.
+        found = self._mtcnn.detect_faces(list(images), min_face_size=self.params.min_face_size)
+        return [self._crop(image, faces) for image, faces in zip(images, found, strict=True)]
+
+    def _crop(self, image: np.ndarray, faces: list[dict]) -> Detection:
+        p = self.params
+        faces = [f for f in faces if f["confidence"] >= p.min_confidence]
+        if not faces:
+            if p.no_face == "drop":
+                return Detection(None, DROPPED)
+            return Detection(to_colour(resize(image, p.size), p.colour), KEPT)
+        if p.pick == "largest":
+            face = max(faces, key=lambda f: f["box"][2] * f["box"][3])
+        else:
+            face = max(faces, key=lambda f: f["confidence"])
+        x, y, w, h = (float(v) for v in face["box"])
+        cx, cy = x + w / 2, y + h / 2
+        if p.align:
+            image, (cx, cy) = level_eyes(image, face["keypoints"], (cx, cy))
+        w, h = w * (1 + 2 * p.margin), h * (1 + 2 * p.margin)
+        if p.square:
+            w = h = max(w, h)
+        height, width = image.shape[:2]
+        left, top = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
+        right, bottom = min(width, round(cx + w / 2)), min(height, round(cy + h / 2))
+        crop = image[top:bottom, left:right]
+        if crop.size == 0:  # a degenerate box; never seen, but never return an empty crop
+            crop = image
+        return Detection(to_colour(resize(np.ascontiguousarray(crop), p.size), p.colour), FACE)
+
+
+def eye_angle(keypoints: dict) -> float:
+    """Angle of the eye line in degrees, positive when the right-hand eye (in the image) is lower."""
+    (lx, ly), (rx, ry) = sorted([tuple(keypoints["left_eye"]), tuple(keypoints["right_eye"])])
+    return math.degrees(math.atan2(float(ry) - float(ly), float(rx) - float(lx)))
+
+
+def level_eyes(image: np.ndarray, keypoints: dict, point: tuple[float, float],
+               ) -> tuple[np.ndarray, tuple[float, float]]:
+    """Rotate ``image`` about the eyes' midpoint so the eye line is level; move ``point`` with it."""
+    angle = eye_angle(keypoints)
+    ex = (float(keypoints["left_eye"][0]) + float(keypoints["right_eye"][0])) / 2
+    ey = (float(keypoints["left_eye"][1]) + float(keypoints["right_eye"][1])) / 2
+    # PIL rotates counter-clockwise (as seen) by +angle, which levels a line sloping down by angle.
+    rotated = np.asarray(Image.fromarray(image).rotate(angle, Image.BILINEAR, center=(ex, ey)))
+    theta = math.radians(angle)  # the same rotation applied to a point, in y-down coordinates
+    dx, dy = point[0] - ex, point[1] - ey
+    moved = (ex + dx * math.cos(theta) + dy * math.sin(theta),
+             ey - dx * math.sin(theta) + dy * math.cos(theta))
+    return rotated, moved
+
+
+def build(params: MtcnnParams, ctx) -> MtcnnDetector:
+    """MTCNN face detection: crop the best face with a margin, optionally level the eyes, resize.
+
+    Uses the ``mtcnn`` package (its weights ship with it, so it works offline) on the CPU.
+    Faces under ``min_confidence`` are ignored; images without a face are kept whole (resized) or
+    dropped (``no_face``). Statuses: ``face``, ``no face: whole image kept``, ``no face: dropped``.
+    """
+    return MtcnnDetector(params)
+
+
+@facelab.hookimpl
+def register_detectors(register):
+    register("mtcnn", build, MtcnnParams)
