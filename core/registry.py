@@ -75,6 +75,8 @@ def render_validation_error(exc: ValidationError, schema: type[Params], where: s
     path = ".".join([where, *loc]) if where else ".".join(loc)
     if error["type"] == "extra_forbidden":
         known = _known_keys(schema, error["loc"][:-1])
+        if not known:
+            return f"{path}: unknown key {loc[-1]!r}; this component takes no parameters"
         return f"{path}: {did_you_mean(loc[-1], known, what='key')}"
     got = error.get("input")
     got_text = "" if isinstance(got, (dict, list)) or got is None and error["type"] == "missing" \
