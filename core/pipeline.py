@@ -4,6 +4,7 @@ evaluate. Each stage takes what the previous one returned and returns something 
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,8 @@ def train(recipe: Recipe, model: keras.Model, sets: dict, callbacks: list) -> tu
         callbacks = [*callbacks, keras.callbacks.EarlyStopping(
             patience=t.early_stopping, restore_best_weights=True)]
     start = time.perf_counter()
+    # Our tf.data pipeline shuffles itself; Keras warns that its own shuffle flag is unused.
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*", category=UserWarning)
     history = model.fit(sets["train"], validation_data=sets.get("val"), epochs=t.epochs,
                         steps_per_epoch=t.steps_per_epoch, callbacks=callbacks, verbose=0)
     return history.history, time.perf_counter() - start

@@ -7,6 +7,7 @@ BUILTIN: tuple[str, ...] = (
     "facelab.plugins.detectors.none",
     "facelab.plugins.balancers.none",
     "facelab.plugins.augment.keras_layers",
+    "facelab.plugins.augment.keras_cv",
     "facelab.plugins.backbones.simple_cnn",
     "facelab.plugins.attention.none",
     "facelab.plugins.heads.classification",
