@@ -110,7 +110,8 @@ def main() -> None:
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode:
-            print(f"{which}: failed (exit {done.returncode}; a memory kill reads -9)\n{done.stderr[-2000:]}")
+            print(f"{which}: failed (exit {done.returncode}; a memory kill reads -9)\n"
+                  f"{done.stderr[-2000:]}")
             continue
         results[which] = json.loads(done.stdout.strip().splitlines()[-1])
         print(json.dumps(results[which]))

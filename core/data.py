@@ -139,8 +139,10 @@ class BalancePlan:
         """float32 samples for ``rows`` of the plan (all by default)."""
         base = features[self.base[rows]].astype(np.float32)
         neighbour = features[self.neighbour[rows]].astype(np.float32)
-        step = self.step[rows].astype(np.float32).reshape((-1,) + (1,) * (features.ndim - 1))
-        return base + step * (neighbour - base)
+        step = self.step[rows].reshape((-1,) + (1,) * (features.ndim - 1))
+        # imblearn's order of operations and precisions (float32 difference, float64 step,
+        # result cast to float32), so synthesised rows equal imblearn's bit for bit.
+        return (base + step * (neighbour - base)).astype(np.float32)
 
 
 class Balancer(Protocol):

@@ -34,9 +34,23 @@ def get_plugin_manager() -> pluggy.PluginManager:
         try:
             manager.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise FacelabError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from None
+            raise FacelabError(_unknown_hook_message(manager, exc)) from None
         _manager = manager
     return _manager
+
+
+def _unknown_hook_message(manager: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> str:
+    """``plugin 'x' (package y 1.0): unknown hook 'register_backbone'; did you mean ...``"""
+    import re
+
+    from facelab.errors import did_you_mean
+
+    name = manager.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+    dist = {id(p): d for p, d in manager.list_plugin_distinfo()}.get(id(exc.plugin))
+    package = f" (package {dist.project_name} {dist.version})" if dist else ""
+    match = re.search(r"unknown hook '([^']+)'", str(exc))
+    return f"plugin {name!r}{package}: " + did_you_mean(match[1] if match else str(exc),
+                                                        KINDS.values(), what="hook")
 
 
 def get_registry() -> Registry:

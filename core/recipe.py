@@ -23,6 +23,28 @@ from facelab.registry import Component, Registry, validate_params
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads exponent floats without a dot (``1e-3``) as floats.
+
+    PyYAML follows YAML 1.1, where ``1e-3`` is a string; YAML 1.2 and every recipe author read it
+    as a number.
+    """
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 # --------------------------------------------------------------------------------------------
 # The recipe schema (everything but the components, which each plugin validates itself)
 # --------------------------------------------------------------------------------------------
@@ -181,11 +203,12 @@ class Recipe:
         """The whole resolved recipe, every default filled in, as plain data."""
         out = self.schema.model_dump(mode="json")
         data, model = out["data"], out["model"]
-        data.pop("dataset"), data.pop("datasets")
         if list(self.datasets) == ["default"]:
             data["dataset"] = self.datasets["default"].as_dict()
+            del data["datasets"]
         else:
             data["datasets"] = {k: v.as_dict() for k, v in self.datasets.items()}
+            del data["dataset"]
         data["detector"] = self.detector.as_dict()
         data["balancer"] = self.balancer.as_dict()
         data["augment"] = [a.as_dict() for a in self.augment]
@@ -347,12 +370,15 @@ def keras_class(kind: str, name: str, where: str) -> type:
 
 
 def check_keras_object(kind: str, spec: KerasObject, where: str) -> None:
+    """Unknown arguments get a suggestion; then the object is built once (cheap), so wrong
+    values fail now rather than after data preparation."""
     cls = keras_class(kind, spec.type, where)
     accepted = inspect.signature(cls.__init__).parameters
     for key in spec.model_extra or {}:
         if key not in accepted:
             names = [p for p in accepted if p not in ("self", "kwargs", "name")]
             raise FacelabError(f"{where}.{key}: {did_you_mean(key, names, what=f'{kind} argument')}")
+    build_keras_object(kind, spec, where)
 
 
 def build_keras_object(kind: str, spec: KerasObject, where: str, **extra: Any) -> Any:
@@ -360,8 +386,9 @@ def build_keras_object(kind: str, spec: KerasObject, where: str, **extra: Any) -
     kwargs = {**(spec.model_extra or {}), **extra}
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise FacelabError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        message = " ".join(str(exc).split())
+        raise FacelabError(f"{where}: invalid {kind} arguments {kwargs!r}: {message}") from None
 
 
 def _normalise(name: str) -> str:
@@ -390,7 +417,7 @@ def _read_text(path: Path) -> str:
 def _read_yaml(path: Path) -> dict[str, Any]:
     text = _read_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -449,7 +476,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if not key.strip() or any(not p for p in parts):
         raise FacelabError(f"{where}: expected a dotted key such as train.epochs, got {key!r}")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError as exc:
         raise FacelabError(f"{where}: the value is not valid YAML "
                            f"({str(exc).splitlines()[0]})") from None
@@ -462,7 +489,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if isinstance(node, list):
         node[_index(node, last, key, where)] = value
     elif isinstance(node, dict):
-        if isinstance(node.get(last), dict) and isinstance(value, dict) and "type" in value:
+        if isinstance(node.get(last), dict) and isinstance(value, dict):
             node[last] = deep_merge(node[last], value)
         else:
             node[last] = value

@@ -113,5 +113,5 @@ def _balance(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, balancer:
     local = balancer.plan(features, labels[labelled], seed)
     base = np.concatenate([labelled[local.base], unlabelled])
     neighbour = np.concatenate([labelled[local.neighbour], unlabelled])
-    step = np.concatenate([local.step.astype(np.float32), np.zeros(len(unlabelled), np.float32)])
+    step = np.concatenate([local.step, np.zeros(len(unlabelled), local.step.dtype)])
     return BalancePlan(base, neighbour, step)

@@ -63,7 +63,7 @@ class CbamParams(facelab.Params):
 
 
 def build(params: CbamParams) -> CBAM:
-    """CBAM: channel attention (shared MLP over avg- and max-pooled features), then spatial (7x7 conv).
+    """CBAM: channel attention (a shared MLP on avg- and max-pooled features), then spatial (7x7).
 
     On EfficientNetB3's 1536-channel map with reduction 8 and no biases it adds 589,922
     parameters: the race paper's model 2 (11,379,605 in all).

@@ -1,4 +1,4 @@
-"""Backbone ``efficientnet``: Keras's EfficientNetB0-B7, with ImageNet weights and freezing options."""
+"""Backbone ``efficientnet``: Keras's EfficientNetB0-B7, ImageNet weights, freezing options."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ CACHE_DIR: str | None = None
 class EfficientNetParams(facelab.Params):
     variant: Literal[VARIANTS] = facelab.field("b3", "EfficientNet size: b0 (5.3M) to b7 (66M)")
     weights: str | None = facelab.field(
-        "imagenet", "imagenet (downloaded once, or found in ~/.keras/models), null (random), or the "
-        "path of a Keras .h5 weights file for the same variant and include_top")
+        "imagenet", "imagenet (downloaded once, or found in ~/.keras/models), null (random), "
+        "or the path of a Keras .h5 weights file for the same variant and include_top")
     include_top: bool = facelab.field(
         False, "keep the 1000-class ImageNet classifier: the output is then a 1000-vector of "
         "probabilities (the race paper's base model), not a feature map")
@@ -62,7 +62,7 @@ def weights_file(variant: str, include_top: bool) -> str:
 
 
 def apply_freeze(model: keras.Model, params: EfficientNetParams) -> None:
-    """Set ``trainable`` per layer according to ``freeze``, ``trainable_blocks``, ``train_batchnorm``."""
+    """Set ``trainable`` per layer from ``freeze``, ``trainable_blocks`` and ``train_batchnorm``."""
     if params.freeze == "all":
         model.trainable = False
         return
@@ -71,8 +71,9 @@ def apply_freeze(model: keras.Model, params: EfficientNetParams) -> None:
         blocks = list(dict.fromkeys(layer.name.split("_")[0] for layer in model.layers
                                     if layer.name.startswith("block")))
         if params.trainable_blocks > len(blocks):
-            raise FacelabError(f"model.backbone.trainable_blocks: {params.trainable_blocks} is more "
-                               f"than EfficientNet{params.variant.upper()}'s {len(blocks)} blocks")
+            raise FacelabError(f"model.backbone.trainable_blocks: {params.trainable_blocks} is "
+                               f"more than EfficientNet{params.variant.upper()}'s "
+                               f"{len(blocks)} blocks")
         top = set(blocks[len(blocks) - params.trainable_blocks:])
         trainable = {layer.name for layer in model.layers
                      if layer.name.split("_")[0] in top or layer.name.startswith("top_")

@@ -53,12 +53,12 @@ def readable(path: Path) -> bool:
                 f.seek(max(0, f.tell() - _JPEG_TAIL))
                 return b"\xff\xd9" in f.read()
         return True
-    except Exception:  # noqa: BLE001 - PIL raises many types for broken files; all mean "unreadable"
+    except Exception:  # noqa: BLE001 - PIL raises many types for broken files; all: unreadable
         return False
 
 
 def scan(root: Path, classes: list[str], where: str) -> SampleTable:
-    """Parse every image name below ``root``; bad names and unreadable files are counted, not fatal."""
+    """Parse every image name below ``root``; bad names and unreadable files are counted."""
     if not root.exists():
         raise FacelabError(f"{where}.root: folder {root} does not exist; expected a folder of "
                            "UTKFace images (age_gender_race_timestamp.jpg.chip.jpg)")
@@ -86,7 +86,8 @@ def scan(root: Path, classes: list[str], where: str) -> SampleTable:
     if not rows:
         found = f" (skipped: {dict(skipped)})" if skipped else ""
         raise FacelabError(f"{where}.root: no readable UTKFace images of classes {classes} in "
-                           f"{root}{found}; expected files named age_gender_race_timestamp.jpg.chip.jpg")
+                           f"{root}{found}; expected files named "
+                           "age_gender_race_timestamp.jpg.chip.jpg")
     frame = pd.DataFrame(rows, columns=["path", "race", "gender", "age"])
     frame["source"] = "utkface"
     frame["age_group"] = pd.cut(frame["age"], AGE_BINS, labels=False, right=False).fillna(NO_LABEL)
@@ -112,9 +113,9 @@ def build(params: UtkfaceParams, ctx) -> SampleTable:
     """UTKFace (Zhang et al. 2017): faces labelled with age, gender and race in the file name.
 
     Tasks: ``race`` (the chosen ``classes``) and ``gender`` (male, female). Extra columns: ``age``
-    and ``age_group`` (0-19, 20-39, 40-59, 60+) for per-group metrics. Files whose name lacks a field
-    (e.g. ``39_1_20170116174525125.jpg.chip.jpg``, no race) or that are not readable images (empty,
-    truncated, not an image) are skipped and counted.
+    and ``age_group`` (0-19, 20-39, 40-59, 60+) for per-group metrics. Files whose name lacks a
+    field (e.g. ``39_1_20170116174525125.jpg.chip.jpg``, no race) or that are not readable images
+    (empty, truncated, not an image) are skipped and counted.
     """
     return scan(ctx.resolve_path(params.root), list(params.classes), "data.dataset")
 

@@ -1,4 +1,4 @@
-"""Detector ``mtcnn``: MTCNN face detection (the ``mtcnn`` package, weights included), crop, align."""
+"""Detector ``mtcnn``: MTCNN face detection (``mtcnn`` package, weights included), crop, align."""
 
 from __future__ import annotations
 
@@ -92,14 +92,14 @@ class MtcnnDetector:
 
 
 def eye_angle(keypoints: dict) -> float:
-    """Angle of the eye line in degrees, positive when the right-hand eye (in the image) is lower."""
+    """Angle of the eye line in degrees; positive when the eye on the image's right is lower."""
     (lx, ly), (rx, ry) = sorted([tuple(keypoints["left_eye"]), tuple(keypoints["right_eye"])])
     return math.degrees(math.atan2(float(ry) - float(ly), float(rx) - float(lx)))
 
 
 def level_eyes(image: np.ndarray, keypoints: dict, point: tuple[float, float],
                ) -> tuple[np.ndarray, tuple[float, float]]:
-    """Rotate ``image`` about the eyes' midpoint so the eye line is level; move ``point`` with it."""
+    """Rotate ``image`` about the eyes' midpoint to level them; move ``point`` with it."""
     angle = eye_angle(keypoints)
     ex = (float(keypoints["left_eye"][0]) + float(keypoints["right_eye"][0])) / 2
     ey = (float(keypoints["left_eye"][1]) + float(keypoints["right_eye"][1])) / 2
