@@ -527,10 +527,18 @@ def ui(port: int, host: str, uri: str | None) -> None:
     if not store.port_free(host, port):
         raise FacelabError(f"--port {port}: already in use on {host}; pick another, "
                            "e.g. --port 5001")
+    # The server (and its workers) get their own process group, stopped as a whole below, also
+    # when we are stopped by SIGTERM rather than Ctrl-C.
     process = subprocess.Popen(store.ui_command(resolved, host, port), env=store.ui_env(),
                                start_new_session=True)
-    console.print(f"MLflow UI for {resolved}: [bold]http://{host}:{port}[/bold] "
-                  "(Ctrl-C to stop)", highlight=False)
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
+    click.echo(f"MLflow UI: http://{host}:{port}  (Ctrl-C to stop)")
+    click.echo(f"store: {resolved}")
+    sys.stdout.flush()
     try:
         sys.exit(process.wait())
     except KeyboardInterrupt:

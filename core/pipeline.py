@@ -51,7 +51,12 @@ def load_table(recipe: Recipe, ctx: BuildContext) -> SampleTable:
     tables = {}
     for source, spec in recipe.datasets.items():
         ctx.progress.log(f"loading {spec.where} ({spec.name})")
-        tables[source] = spec.build(ctx)
+        try:
+            tables[source] = spec.build(ctx)
+        except FacelabError as exc:
+            if str(exc).startswith("data."):
+                raise
+            raise FacelabError(str(exc), where=spec.where) from None
     table = tables["default"] if list(tables) == ["default"] else SampleTable.merge(tables)
     for task in recipe.tasks:
         if task not in table.tasks:

@@ -82,28 +82,32 @@ def run_recipe(recipe: Recipe, progress=None, callbacks=(), console=None) -> Run
         output = new_output_dir(recipe)
         _write_recipe(recipe, output)
         if track:
+            tracking.set_output_dir(output)  # logged when the run ends, even if it fails
             tracking.log_params(recipe.flat())
+            tracking.log_datasets(recipe, data)
         write_json(output / "data_counts.json", data.counts)
         sets = pipeline.datasets(recipe, data, ctx)
         model = pipeline.compile_model(recipe, data.images.shape[1:], data.tasks)
         _write_summary(model, output)
-        all_callbacks = list(callbacks) + ([tracking.EpochMetrics()] if track else [])
+        all_callbacks = list(callbacks) + ([tracking.EpochMetrics(recipe.tasks)] if track else [])
         history, train_seconds = pipeline.train(recipe, model, sets, all_callbacks)
         write_json(output / "history.json", history)
-        metrics = {split: pipeline.evaluate_split(recipe, data, split,
-                                                  pipeline.predict(model, sets[split]))
-                   for split in ("val", "test") if split in sets}
+        probs = {split: pipeline.predict(model, sets[split])
+                 for split in ("val", "test") if split in sets}
+        metrics = {split: pipeline.evaluate_split(recipe, data, split, p)
+                   for split, p in probs.items()}
         efficiency = _efficiency(recipe, model, data, train_seconds)
         write_json(output / "metrics.json", metrics)
         write_json(output / "efficiency.json", efficiency)
         _write_reports(metrics, output)
         if recipe.schema.evaluate.figures:
-            _figures(recipe, data, history, metrics, sets, model, output)
+            _figures(recipe, data, history, metrics, probs, output)
         result = RunResult(output, metrics, data.counts, efficiency, history,
                            run.info.run_id if run else None)
         if track:
             tracking.log_metrics(final_metrics(metrics, efficiency))
-            tracking.log_artifacts(output)
+            if recipe.schema.tracking.log_model:
+                tracking.log_model(model, recipe, data)
     return result
 
 
@@ -173,7 +177,7 @@ def _write_reports(metrics: dict, output: Path) -> None:
                 groups.to_csv(folder / f"{split}_{task}_groups.csv", index=False)
 
 
-def _figures(recipe, data, history, metrics, sets, model, output: Path) -> None:
+def _figures(recipe, data, history, metrics, probs, output: Path) -> None:
     from facelab import figures
 
     folder = output / "figures"
@@ -192,17 +196,17 @@ def _figures(recipe, data, history, metrics, sets, model, output: Path) -> None:
                                    normalize=True, title=f"{task}: {split} confusion (normalised)")
             figures.plot_per_class(m["report"], m["accuracy"], folder / f"per_class_{split}_{task}.png",
                                    title=f"{task}: {split} precision / recall / F1")
-    _example_grids(recipe, data, model, sets, folder)
+    if "test" in probs:
+        _example_grids(recipe, data, probs["test"], folder)
 
 
-def _example_grids(recipe, data, model, sets, folder: Path) -> None:
+def _example_grids(recipe, data, probs, folder: Path) -> None:
     """Correct and wrong test predictions per task (the papers' example figures)."""
-    from facelab import figures, pipeline
+    from facelab import figures
 
     limit = recipe.schema.evaluate.examples
-    if not limit or "test" not in sets:
+    if not limit:
         return
-    probs = pipeline.predict(model, sets["test"])
     plan = data.splits.plans["test"]
     for task in recipe.tasks:
         classes = data.tasks[task].classes

@@ -41,7 +41,7 @@ def test_quickstart_learns_and_is_tracked(workdir, cli_runner, shared_cache):
     assert run.data.params["model.backbone.type"] == "simple-cnn"
     assert run.data.params["train.epochs"] == "10"
     assert abs(run.data.metrics["test_race_accuracy"] - test["accuracy"]) < 1e-9
-    history = client.get_metric_history(run.info.run_id, "val_loss")
+    history = client.get_metric_history(run.info.run_id, "val/loss")
     assert [m.step for m in history] == list(range(10))
     del mlflow
 

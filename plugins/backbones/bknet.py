@@ -21,7 +21,7 @@ GROUPS = ((32, 32), (64, 64), (128, 128), (256, 256, 256))
 
 class BknetParams(facelab.Params):
     init: Literal["gaussian", "glorot"] = facelab.field(
-        "gaussian", "kernel init: gaussian = the paper's N(0, variance 0.01); glorot = Keras default")
+        "glorot", "kernel init: glorot (Keras's default) or gaussian (the paper's N(0, variance 0.01))")
     batch_norm: bool = facelab.field(
         False, "batch normalisation after each conv (the paper has none in the conv groups)")
     filters: list[list[int]] = facelab.field(
@@ -60,11 +60,28 @@ def _groups(params: BknetParams, input_shape):
     return inputs, outputs
 
 
+def pool_to(x, size: tuple[int, int]):
+    """Max-pool a 4-D map down to ``size`` (H, W) with a k x k window and stride k, k = in // out.
+
+    On 48x48 inputs this is 24x24 -> 3x3 with k = 8, the same as 16x16 on the 48x48 conv map.
+    Sizes that do not divide evenly leave an extra row or column, cropped at the bottom/right.
+    (keras.layers.AdaptiveMaxPooling2D would do it, but in Keras 3.15 / TF 2.21 it kills the
+    process with a floating point exception when an output side is 1.)
+    """
+    k = (x.shape[1] // size[0], x.shape[2] // size[1])
+    x = keras.layers.MaxPooling2D(k, strides=k, name="group1_to_last")(x)
+    extra = (x.shape[1] - size[0], x.shape[2] - size[1])
+    if any(extra):
+        x = keras.layers.Cropping2D(((0, extra[0]), (0, extra[1])), name="group1_crop")(x)
+    return x
+
+
 def build_bknet(params: BknetParams, input_shape: tuple[int, int, int]) -> keras.Model:
     """BKNet without its FC layers: four conv groups with 2x2 max-pools, flattened (config A/B).
 
     Inputs in 0-255 are scaled to 0-1 inside. On 48x48x1 the output is 3x3x256 = 2304 features.
-    ``init: gaussian`` is the paper's N(0, 0.01) initialisation (section 4.3); ``batch_norm``
+    ``init: gaussian`` is the paper's N(0, 0.01) initialisation (section 4.3), which diverges
+    without BN (see docs/reproduce-multitask-2023.md), so Glorot is the default. ``batch_norm``
     adds BN after each conv, which the paper does not describe (its BN is in the FC branches).
     """
     inputs, outputs = _groups(params, input_shape)
@@ -81,9 +98,7 @@ def build_mbknet(params: BknetParams, input_shape: tuple[int, int, int]) -> kera
     """
     inputs, outputs = _groups(params, input_shape)
     first, last = outputs[0], outputs[-1]
-    # AdaptiveMaxPooling2D picks the window per output cell, so any input size lands exactly on the
-    # last group's grid (24 -> 3 is a plain 8x8 max-pool, the same as 16x16 on the 48x48 conv map).
-    pooled = keras.layers.AdaptiveMaxPooling2D(tuple(last.shape[1:3]), name="group1_to_last")(first)
+    pooled = pool_to(first, tuple(last.shape[1:3]))
     features = keras.layers.Concatenate(name="concat")([
         keras.layers.Flatten(name="flatten_first")(pooled),
         keras.layers.Flatten(name="flatten")(last)])

@@ -23,7 +23,7 @@ class MultitaskHeadParams(facelab.Params):
     batch_norm: bool = facelab.field(
         False, "BN after the hidden FC layers (the text has it; Table 3's counts exclude it)")
     init: Literal["gaussian", "glorot"] = facelab.field(
-        "gaussian", "kernel init: gaussian = the paper's N(0, variance 0.01); glorot = Keras default")
+        "glorot", "kernel init: glorot (Keras's default) or gaussian (the paper's N(0, variance 0.01))")
 
 
 def build(params: MultitaskHeadParams, task: Task) -> Callable:
@@ -32,7 +32,7 @@ def build(params: MultitaskHeadParams, task: Task) -> Callable:
     Layers are named ``<task>_fc1``, ``<task>_bn1``, ... ``<task>_probs``. Section 3.3 puts a BN
     after the first two FC layers, but Table 3's parameter counts (2,418,146 for config A) only
     reproduce without it, so ``batch_norm`` is off by default. ``init: gaussian`` is the paper's
-    N(0, 0.01) initialisation (section 4.3).
+    N(0, 0.01) initialisation (section 4.3); Glorot is the default.
     """
     def head(features):
         x = features

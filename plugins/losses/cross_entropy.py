@@ -21,6 +21,7 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
 
     def __init__(self, normalizer: str = "batch", label_smoothing: float = 0.0,
                  name: str = "masked_sparse_categorical_crossentropy", **kwargs):
+        kwargs.pop("reduction", None)  # get_config() carries it; reloading passes it back
         super().__init__(name=name, reduction="sum_over_batch_size", **kwargs)
         self.normalizer = normalizer
         self.label_smoothing = label_smoothing
