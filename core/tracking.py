@@ -103,6 +103,7 @@ def mlflow_run(recipe, run_name: str | None = None, tags: dict | None = None,
     _quiet_mlflow()
     import mlflow
 
+    _quiet_mlflow()  # mlflow sets its loggers to INFO when first imported
     tracking = recipe.schema.tracking
     if tracking.system_metrics:
         _check_psutil()
