@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from facelab.data import NO_LABEL, BalancePlan, Balancer, SampleTable
+from facelab.data import NO_LABEL, BalancePlan, Balancer, RowSubset, SampleTable
 from facelab.errors import FacelabError
 from facelab.recipe import SourceSplit, SplitSpec
 
@@ -109,8 +109,7 @@ def _balance(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, balancer:
     unlabelled = rows[labels[rows] == NO_LABEL]
     if len(labelled) == 0:
         return BalancePlan(rows, rows.copy(), np.zeros(len(rows), np.float32))
-    features = images[labelled].reshape(len(labelled), -1)
-    local = balancer.plan(features, labels[labelled], seed)
+    local = balancer.plan(RowSubset(images, labelled), labels[labelled], seed)
     base = np.concatenate([labelled[local.base], unlabelled])
     neighbour = np.concatenate([labelled[local.neighbour], unlabelled])
     step = np.concatenate([local.step, np.zeros(len(unlabelled), local.step.dtype)])

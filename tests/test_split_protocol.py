@@ -89,3 +89,21 @@ def test_counts_split_per_source():
     assert count["test"] == {"a": 30, "b": 40}
     assert count["val"] == {"a": 10}
     assert count["train"] == {"a": 40, "b": 160}
+
+
+def test_balancers_see_training_rows_without_a_copy(utkface_like):
+    """SMOTE through a RowSubset plans exactly what it plans on the copied rows."""
+    from facelab.data import RowSubset
+
+    table, images = utkface_like
+    rows = np.sort(np.random.default_rng(1).choice(len(images), 3000, replace=False))
+    labels = table.frame["race"].to_numpy()[rows]
+    component = get_registry().get("balancer", "smote")
+    smote = component.factory(component.validate({}, "b"), None)
+    lazy = smote.plan(RowSubset(images, rows), labels, seed=3)
+    copied = smote.plan(images[rows], labels, seed=3)
+    for field in ("base", "neighbour", "step"):
+        assert np.array_equal(getattr(lazy, field), getattr(copied, field))
+    subset = RowSubset(images, rows)
+    assert subset.shape == (3000, 2, 2, 1) and np.asarray(subset).shape == (3000, 2, 2, 1)
+    assert np.array_equal(subset.reshape(3000, -1)[[0, 5]], images[rows[[0, 5]]].reshape(2, -1))
