@@ -10,10 +10,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from facelab import __version__
 from facelab.errors import FacelabError
+from facelab.tables import PlainTable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -184,7 +185,7 @@ def plugins(kind: str | None, pattern: str | None, show_all: bool, as_json: bool
     if as_json:
         click.echo(json.dumps([_component_json(c, show_all) for c in components], indent=2))
         return
-    table = Table(title="facelab components")
+    table = PlainTable(title="facelab components")
     for column in ("kind", "name", "package", "version", "summary"):
         table.add_column(column)
     for c in components:
@@ -273,7 +274,7 @@ def summary(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(counts))
         return
-    table = Table(title=f"{resolved.name}: model summary")
+    table = PlainTable(title=f"{resolved.name}: model summary")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_row("input shape", "x".join(map(str, shape)))
@@ -348,10 +349,11 @@ def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
         index, count = sweeps.parse_shard(shard)
         loaded = sweeps.validate(every, overrides)
         mine = {c.index for c in sweeps.shard(every, index, count)}
-        table = Table(title=f"sweep {sweeps.sweep_id(recipes, sweeps.parse_grid(grid), overrides)}"
-                            f": {len(every)} combinations, all valid (--dry-run)")
+        sweep_id = sweeps.sweep_id(recipes, sweeps.parse_grid(grid), overrides)
+        table = PlainTable(title=f"sweep {sweep_id}: {len(every)} combinations, all valid "
+                                 "(--dry-run)")
         for column in ("#", "run name", "recipe", f"shard {index}/{count}"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for combo, recipe in zip(every, loaded):
             table.add_row(str(combo.index), combo.label(recipe.name), str(combo.recipe_path),
                           "yes" if combo.index in mine else "")
@@ -367,7 +369,7 @@ def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
                           callbacks=[EpochProgress(progress, recipe.schema.train.epochs)])
 
     def on_start(position, total, name):
-        console.rule(f"[bold]{position}/{total}[/bold] {name}")
+        console.rule(f"[bold]{position}/{total}[/bold] {escape(name)}")
 
     try:
         result = sweeps.run_sweep(recipes, grid, overrides, shard, run=run_one,
@@ -376,7 +378,7 @@ def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
     except sweeps.SweepFailed as exc:
         result, failed = exc.result, True
     keys = sorted({k for c in result.children for k in c.metrics})
-    table = Table(title=f"sweep {result.sweep_id} (parent run {result.parent_run_id})")
+    table = PlainTable(title=f"sweep {result.sweep_id} (parent run {result.parent_run_id})")
     table.add_column("run id", no_wrap=True)
     table.add_column("run name", overflow="fold", min_width=16)
     table.add_column("status", overflow="fold")
@@ -424,7 +426,7 @@ def runs(experiment: str | None, sweep_id: str | None, filter_string: str, limit
     import datetime
 
     names = {e.experiment_id: e.name for e in client.search_experiments()}
-    table = Table(title=f"{len(rows)} runs ({store.store_uri(uri)})",
+    table = PlainTable(title=f"{len(rows)} runs ({store.store_uri(uri)})",
                   caption="acc: test accuracy; F1: test macro F1")
     several = len({row["experiment_id"] for row in rows}) > 1
     table.add_column("run id", no_wrap=True)
@@ -477,7 +479,7 @@ def compare(run_ids: tuple[str, ...], show_all: bool, patterns: tuple[str, ...],
         return
     headers = [f"{r.info.run_name}\n{_short(r.info.run_id)}" for r in found]
     two = len(found) == 2
-    table = Table(title=f"params that differ ({len(result.params)}; "
+    table = PlainTable(title=f"params that differ ({len(result.params)}; "
                         f"{result.same_params} equal{' shown' if show_all else ' hidden'})")
     table.add_column("param")
     for header in headers:
@@ -485,7 +487,7 @@ def compare(run_ids: tuple[str, ...], show_all: bool, patterns: tuple[str, ...],
     for key, values in [*result.params, *((f"tag {k}", v) for k, v in result.tags)]:
         table.add_row(key, *("-" if v is None else v for v in values))
     console.print(table)
-    table = Table(title="metrics (last value)")
+    table = PlainTable(title="metrics (last value)")
     table.add_column("metric")
     for header in headers:
         table.add_column(header, justify="right")
@@ -582,7 +584,7 @@ def paper_diff(run_id: str, paper_file: Path | None, row: str | None, no_log: bo
     if as_json:
         click.echo(json.dumps(diff.as_dict(), indent=2))
         return
-    table = Table(title=f"{diff.run_name} ({_short(diff.run_id)}) vs {diff.paper}, "
+    table = PlainTable(title=f"{diff.run_name} ({_short(diff.run_id)}) vs {diff.paper}, "
                         f"row {diff.row}")
     for column in ("section", "quantity", "paper", "run", "delta", "note"):
         table.add_column(column, justify="right" if column in ("paper", "run", "delta")

@@ -11,6 +11,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
+from facelab.tables import PlainTable
+
 T = TypeVar("T")
 
 
@@ -69,7 +71,7 @@ def format_logs(logs: dict | None) -> str:
 
 def metrics_table(task: str, split: str, metrics: dict) -> Table:
     """Table 4's layout: per-class precision, recall, F1, support; macro and weighted averages."""
-    table = Table(title=f"{task} on {split}: accuracy {metrics['accuracy']:.4f} "
+    table = PlainTable(title=f"{task} on {split}: accuracy {metrics['accuracy']:.4f} "
                         f"(n={metrics['n']})")
     for column in ("class", "precision", "recall", "f1-score", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
@@ -84,7 +86,7 @@ def metrics_table(task: str, split: str, metrics: dict) -> Table:
 
 
 def confusion_table(task: str, split: str, matrix: list[list[int]], classes: list[str]) -> Table:
-    table = Table(title=f"{task} confusion matrix on {split} (rows: true, columns: predicted)")
+    table = PlainTable(title=f"{task} confusion matrix on {split} (rows: true, columns: predicted)")
     table.add_column("true \\ pred")
     for name in classes:
         table.add_column(name, justify="right")
@@ -98,7 +100,7 @@ def counts_table(counts: dict, tasks: dict) -> list[Table]:
     tables = []
     stages = [s for s, v in counts.items() if isinstance(v, dict) and "total" in v]
     for task, classes in tasks.items():
-        table = Table(title=f"{task}: samples per class at every stage")
+        table = PlainTable(title=f"{task}: samples per class at every stage")
         table.add_column("stage")
         for name in classes:
             table.add_column(name, justify="right")
@@ -109,7 +111,7 @@ def counts_table(counts: dict, tasks: dict) -> list[Table]:
             table.add_row(stage, *(str(row.get(c, 0)) for c in classes), str(sum(row.values())),
                           str(counts[stage].get("synthetic", "")))
         tables.append(table)
-    sources = Table(title="samples per source")
+    sources = PlainTable(title="samples per source")
     names = sorted({s for stage in stages for s in counts[stage]["sources"]})
     sources.add_column("stage")
     for name in names:
@@ -120,7 +122,7 @@ def counts_table(counts: dict, tasks: dict) -> list[Table]:
     left_out = {**{f"loading: {k}": v for k, v in counts.get("skipped", {}).items()},
                 **{f"detector: {k}": v for k, v in counts.get("detector", {}).items()}}
     if left_out:
-        table = Table(title="loading and detection outcomes")
+        table = PlainTable(title="loading and detection outcomes")
         table.add_column("what")
         table.add_column("images", justify="right")
         for what, n in left_out.items():

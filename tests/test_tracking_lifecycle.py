@@ -153,6 +153,8 @@ def test_sweep_validates_every_combination_before_running(workdir, cli_runner, s
                                      "--dry-run"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "3 combinations" in result.output
+    # child run names hold square brackets; they print as they are, not as rich markup
+    assert "quickstart[attention=se]" in result.output
     assert not Path("mlflow.db").exists()
 
 
