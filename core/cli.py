@@ -345,11 +345,12 @@ def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
     from facelab import sweep as sweeps
 
     if dry_run:
-        every = sweeps.combinations(recipes, sweeps.parse_grid(grid))
+        parsed = sweeps.parse_grid(grid)
+        every = sweeps.combinations(recipes, parsed)
         index, count = sweeps.parse_shard(shard)
         loaded = sweeps.validate(every, overrides)
         mine = {c.index for c in sweeps.shard(every, index, count)}
-        sweep_id = sweeps.sweep_id(recipes, sweeps.parse_grid(grid), overrides)
+        sweep_id = sweeps.sweep_id(recipes, parsed, overrides)
         table = PlainTable(title=f"sweep {sweep_id}: {len(every)} combinations, all valid "
                                  "(--dry-run)")
         for column in ("#", "run name", "recipe", f"shard {index}/{count}"):

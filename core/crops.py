@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -60,9 +61,9 @@ class CropCache:
         if crop is None:
             _atomic_write(base.with_suffix(".none"), DROPPED)
         else:
-            with tempfile.NamedTemporaryFile(dir=base.parent, suffix=".tmp", delete=False) as f:
-                np.save(f, crop)
-            os.replace(f.name, base.with_suffix(".npy"))
+            buffer = io.BytesIO()
+            np.save(buffer, crop)
+            _atomic_write(base.with_suffix(".npy"), buffer.getvalue())
 
 
 def _read_status(base: Path) -> str:

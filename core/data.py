@@ -124,8 +124,12 @@ class BalancePlan:
 
     @staticmethod
     def identity(n: int) -> BalancePlan:
-        index = np.arange(n, dtype=np.int64)
-        return BalancePlan(index, index.copy(), np.zeros(n, np.float32))
+        return BalancePlan.of_rows(np.arange(n, dtype=np.int64))
+
+    @staticmethod
+    def of_rows(rows: np.ndarray) -> BalancePlan:
+        """``rows`` once each, unchanged (no synthetic samples)."""
+        return BalancePlan(rows, rows.copy(), np.zeros(len(rows), np.float32))
 
     @property
     def synthetic(self) -> np.ndarray:

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from facelab.errors import FacelabError, did_you_mean
+from facelab.recipe import parse_yaml
 
 RATES = ("accuracy", "precision", "recall", "f1")
 METRIC_NAME = {"precision": "precision", "recall": "recall", "f1": "f1-score",
@@ -115,7 +116,7 @@ def fmt(value: float | None, sign: bool = False) -> str:
 
 def load_paper(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = parse_yaml(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FacelabError(f"{path}: paper file not found") from None
     except yaml.YAMLError as exc:

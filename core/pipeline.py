@@ -14,7 +14,7 @@ import numpy as np
 
 from facelab.context import BuildContext
 from facelab.crops import crop_all
-from facelab.data import NO_LABEL, SampleTable, Task
+from facelab.data import NO_LABEL, BalancePlan, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
 from facelab.evaluate import classification_metrics, group_accuracy
 from facelab.inputs import make_dataset
@@ -39,6 +39,12 @@ class PreparedData:
 
     def split_labels(self, split: str, task: str) -> np.ndarray:
         return self.labels(task)[self.splits.plans[split].base]
+
+    def example_plan(self) -> BalancePlan:
+        """The test plan, or the training plan when there is no test split (``test: 0``): the
+        rows used to time inference and to give the logged model its signature."""
+        test = self.splits.plans["test"]
+        return test if len(test) else self.splits.plans["train"]
 
 
 def make_context(recipe: Recipe, progress) -> BuildContext:

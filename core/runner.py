@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab import __version__
 from facelab.context import QuietProgress
 from facelab.recipe import Recipe
 
@@ -70,14 +69,10 @@ def run_recipe(recipe: Recipe, progress=None, callbacks=(), console=None) -> Run
     set_seed(recipe.schema.seed)
     ctx = pipeline.make_context(recipe, progress)
     track = recipe.schema.tracking.enabled
-    tags = {"facelab.recipe": recipe.name, "facelab.recipe_hash": recipe.digest,
-            "facelab.version": __version__}
-    if recipe.schema.paper:
-        tags["facelab.paper"] = recipe.schema.paper
     # Data problems (a missing folder, no usable image) are the user's to fix: they surface
     # before an MLflow run exists, like recipe errors.
     data = pipeline.prepare_data(recipe, ctx)
-    run_context = tracking.mlflow_run(recipe, tags=tags) if track else nullcontext(None)
+    run_context = tracking.mlflow_run(recipe) if track else nullcontext(None)
     with run_context as run:
         output = new_output_dir(recipe)
         _write_recipe(recipe, output)
@@ -138,7 +133,7 @@ def _efficiency(recipe: Recipe, model, data, train_seconds: float) -> dict:
 
     counts = parameter_counts(model)
     size = recipe.schema.evaluate.batch_size
-    plan = data.splits.plans["test"]
+    plan = data.example_plan()
     rows = np.resize(np.arange(len(plan)), size)
     speed = inference_speed(model, plan.materialize(data.images, rows),
                             recipe.schema.evaluate.timing_batches)

@@ -11,7 +11,7 @@ handled alike whether or not they hold synthetic rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -25,12 +25,11 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Splits:
-    """Plans over the cropped images for each split, and the stage counts."""
+    """Plans over the cropped images for each split."""
 
     plans: dict[str, BalancePlan]
     #: rows of ``train`` before balancing (global image indices)
     train_rows: np.ndarray
-    counts: dict[str, dict] = field(default_factory=dict)
 
 
 def _size(value: float | int, n: int, where: str) -> int:
@@ -77,11 +76,11 @@ def split_and_balance(table: SampleTable, images: np.ndarray, spec: SplitSpec, t
         strata = _strata(table, rows, stratify, tasks)
         pool, test = _carve(rows, strata, _size(share.test, len(rows), f"{where}.test"), seed)
         parts["test"].append(test)
-        pool_strata = _strata(table, pool, stratify, tasks)
         if spec.protocol == "paper":
             parts["train"].append(pool)  # validation is carved after balancing
             continue
-        train, val = _carve(pool, pool_strata, _size(share.val, len(pool), f"{where}.val"), seed)
+        train, val = _carve(pool, _strata(table, pool, stratify, tasks),
+                            _size(share.val, len(pool), f"{where}.val"), seed)
         if share.train is not None and share.train < len(train):
             _, train = _carve(train, _strata(table, train, stratify, tasks), share.train, seed)
         parts["val"].append(val)
@@ -97,8 +96,8 @@ def split_and_balance(table: SampleTable, images: np.ndarray, spec: SplitSpec, t
         keep, val = _carve(np.arange(len(train_plan)), plan_labels, val_size, seed)
         val_plan, train_plan = train_plan.take(val), train_plan.take(keep)
     else:
-        val_plan = BalancePlan(val_rows, val_rows.copy(), np.zeros(len(val_rows), np.float32))
-    test_plan = BalancePlan(test_rows, test_rows.copy(), np.zeros(len(test_rows), np.float32))
+        val_plan = BalancePlan.of_rows(val_rows)
+    test_plan = BalancePlan.of_rows(test_rows)
     return Splits({"train": train_plan, "val": val_plan, "test": test_plan}, train_rows)
 
 
@@ -108,7 +107,7 @@ def _balance(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, balancer:
     labelled = rows[labels[rows] != NO_LABEL]
     unlabelled = rows[labels[rows] == NO_LABEL]
     if len(labelled) == 0:
-        return BalancePlan(rows, rows.copy(), np.zeros(len(rows), np.float32))
+        return BalancePlan.of_rows(rows)
     local = balancer.plan(RowSubset(images, labelled), labels[labelled], seed)
     base = np.concatenate([labelled[local.base], unlabelled])
     neighbour = np.concatenate([labelled[local.neighbour], unlabelled])

@@ -477,8 +477,7 @@ def log_model(model: keras.Model, recipe, data) -> Any:
     import numpy as np
     from mlflow.models import infer_signature
 
-    plan = data.splits.plans["test"] if len(data.splits.plans["test"]) else \
-        data.splits.plans["train"]
+    plan = data.example_plan()
     example = plan.materialize(data.images, np.arange(min(2, len(plan))))
     outputs = {k: np.asarray(v) for k, v in model.predict_on_batch(example).items()}
     signature = infer_signature(example, outputs)

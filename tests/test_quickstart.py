@@ -60,3 +60,17 @@ def test_second_run_reuses_generated_data_and_crops(workdir, shared_cache):
     assert second.detector_calls == 0
     assert (first.images == second.images).all()
     assert first.counts == second.counts
+
+
+def test_a_run_without_a_test_split_finishes(workdir, cli_runner, shared_cache):
+    """``data.split.test: 0``: speed is timed on training rows; no test metrics, no crash."""
+    result = cli_runner.invoke(cli, [
+        "run", str(RECIPES / "quickstart.yaml"), "--set", f"data.cache_dir={shared_cache}",
+        "--set", "data.split.test=0", "--set", "data.dataset.count=80",
+        "--set", "data.dataset.size=24", "--set", "data.detector.size=[24, 24]",
+        "--set", "train.epochs=1", "--set", "evaluate.figures=false",
+        "--set", "tracking.enabled=false"])
+    assert result.exit_code == 0, result.output
+    output = next((workdir / "runs").glob("quickstart-*"))
+    assert set(json.loads((output / "metrics.json").read_text())) == {"val"}
+    assert json.loads((output / "efficiency.json").read_text())["fps"] > 0

@@ -27,8 +27,7 @@ def selection_plan(sampler, labels: np.ndarray) -> BalancePlan:
         sampler.fit_resample(np.zeros((len(labels), 1), np.uint8), labels)
     except ValueError as exc:
         raise FacelabError(f"data.balancer: {exc}") from None
-    rows = np.asarray(sampler.sample_indices_, np.int64)
-    return BalancePlan(rows, rows.copy(), np.zeros(len(rows)))
+    return BalancePlan.of_rows(np.asarray(sampler.sample_indices_, np.int64))
 
 
 class RandomOversample:
