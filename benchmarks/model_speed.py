@@ -30,7 +30,7 @@ RACE = [REPO / "recipes" / "race-2025" / f"{name}.yaml" for name in ("base", "bd
 def build(recipe_path: Path, size: int):
     """The recipe's compiled model at ``size`` x ``size``, and its input shape."""
     from facelab.context import QuietProgress
-    from facelab.pipeline import compile_model, make_context
+    from facelab.pipeline import compile_model, make_context, recipe_tasks
     from facelab.recipe import load_recipe
 
     os.environ.setdefault("UTKFACE_DIR", "/unused")
@@ -38,12 +38,9 @@ def build(recipe_path: Path, size: int):
     os.environ.setdefault("IMDB_WIKI_DIR", "/unused")
     recipe = load_recipe(recipe_path, ["model.backbone.weights=null"]
                          if "race-2025" in str(recipe_path) else [])
-    registry_tasks = {}
-    for spec in recipe.datasets.values():
-        registry_tasks.update(spec.component.tasks(spec.params))
-    detector = recipe.detector.build(make_context(recipe, QuietProgress()))
-    shape = (size, size, detector.output_shape[2])
-    tasks = {t: registry_tasks[t] for t in recipe.tasks}
+    ctx = make_context(recipe, QuietProgress())
+    tasks = recipe_tasks(recipe, ctx)
+    shape = (size, size, recipe.detector.build(ctx).output_shape[2])
     return recipe.name, compile_model(recipe, shape, tasks), shape, tasks
 
 

@@ -246,28 +246,15 @@ def summary(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     Example:
       facelab summary recipes/race-2025/bd-am.yaml --set model.backbone.weights=null
     """
+    from facelab.context import QuietProgress
     from facelab.model import build_model, parameter_counts, ram_mb
-    from facelab.pipeline import make_context
+    from facelab.pipeline import make_context, recipe_tasks
 
     resolved = _load(recipe, overrides)
-    from facelab.context import QuietProgress
-
     ctx = make_context(resolved, QuietProgress())
-    tasks = {}
-    for source, spec in resolved.datasets.items():
-        if spec.component.tasks is None:
-            from facelab.pipeline import load_table
-
-            tasks.update(load_table(resolved, ctx).tasks)
-            break
-        tasks.update(spec.component.tasks(spec.params))
-    from facelab.errors import did_you_mean
-
-    for task in resolved.tasks:
-        if task not in tasks:
-            raise FacelabError(f"model.heads.{task}: {did_you_mean(task, tasks, what='task')}")
+    tasks = recipe_tasks(resolved, ctx)
     shape = resolved.detector.build(ctx).output_shape
-    model = build_model(resolved, tuple(shape), {t: tasks[t] for t in resolved.tasks})
+    model = build_model(resolved, tuple(shape), tasks)
     counts = parameter_counts(model)
     counts["ram_mb"] = round(ram_mb(counts["total"]), 2)
     counts["input_shape"] = list(shape)

@@ -64,13 +64,31 @@ def load_table(recipe: Recipe, ctx: BuildContext) -> SampleTable:
                 raise
             raise FacelabError(str(exc), where=spec.where) from None
     table = tables["default"] if list(tables) == ["default"] else SampleTable.merge(tables)
-    for task in recipe.tasks:
-        if task not in table.tasks:
-            raise FacelabError(f"model.heads.{task}: "
-                               f"{did_you_mean(task, table.tasks, what='task')} "
-                               "(tasks come from the dataset)")
+    _check_heads(recipe, table.tasks)
     used = table.frame[recipe.tasks].to_numpy()
     return SampleTable(table.frame[(used != NO_LABEL).any(axis=1)], table.tasks, table.skipped)
+
+
+def _check_heads(recipe: Recipe, tasks: dict[str, Task]) -> None:
+    """Every head's task must be one the data provides."""
+    for task in recipe.tasks:
+        if task not in tasks:
+            raise FacelabError(f"model.heads.{task}: {did_you_mean(task, tasks, what='task')} "
+                               "(tasks come from the dataset)")
+
+
+def recipe_tasks(recipe: Recipe, ctx: BuildContext) -> dict[str, Task]:
+    """The trained tasks, from the datasets' declared tasks when every dataset declares them
+    (no data is read), else from loading the sample table."""
+    specs = recipe.datasets.values()
+    if all(spec.component.tasks is not None for spec in specs):
+        tasks = {}
+        for spec in specs:
+            tasks.update(spec.component.tasks(spec.params))
+        _check_heads(recipe, tasks)
+    else:
+        tasks = load_table(recipe, ctx).tasks
+    return {task: tasks[task] for task in recipe.tasks}
 
 
 def prepare_data(recipe: Recipe, ctx: BuildContext) -> PreparedData:
