@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
+from facelab.results import RunResult, TaskMetrics
 from facelab.tables import PlainTable
 
 T = TypeVar("T")
@@ -35,7 +37,7 @@ class RichProgress:
                 progress.advance(task)
 
     def log(self, message: str) -> None:
-        self.console.print(f"[dim]{message}[/dim]")
+        self.console.print(Text(message, style="dim"))
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -69,30 +71,50 @@ def format_logs(logs: dict | None) -> str:
                      if k == "loss" or k.endswith("accuracy") or k.startswith("val_"))
 
 
-def metrics_table(task: str, split: str, metrics: dict) -> Table:
+def metrics_table(split: str, metrics: TaskMetrics) -> Table:
     """Table 4's layout: per-class precision, recall, F1, support; macro and weighted averages."""
-    table = PlainTable(title=f"{task} on {split}: accuracy {metrics['accuracy']:.4f} "
-                        f"(n={metrics['n']})")
+    table = PlainTable(title=f"{metrics.task} on {split}: accuracy {metrics.accuracy:.4f} "
+                             f"(n={metrics.n})")
     for column in ("class", "precision", "recall", "f1-score", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
-    for name, row in metrics["report"].items():
-        if name == "accuracy":
-            continue
-        if name == "macro avg":
-            table.add_section()
-        table.add_row(name, *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1-score")),
-                      str(int(row["support"])))
+
+    def row(name, scores):
+        table.add_row(name, *(f"{getattr(scores, k):.4f}" for k in ("precision", "recall", "f1")),
+                      str(scores.support))
+
+    for name, scores in metrics.per_class.items():
+        row(name, scores)
+    table.add_section()
+    for average in ("macro", "weighted"):
+        if getattr(metrics, average) is not None:
+            row(f"{average} avg", getattr(metrics, average))
     return table
 
 
-def confusion_table(task: str, split: str, matrix: list[list[int]], classes: list[str]) -> Table:
-    table = PlainTable(title=f"{task} confusion matrix on {split} (rows: true, columns: predicted)")
+def confusion_table(split: str, metrics: TaskMetrics) -> Table:
+    table = PlainTable(title=f"{metrics.task} confusion matrix on {split} "
+                             "(rows: true, columns: predicted)")
     table.add_column("true \\ pred")
-    for name in classes:
+    for name in metrics.classes:
         table.add_column(name, justify="right")
-    for name, row in zip(classes, matrix):
+    for name, row in zip(metrics.classes, metrics.confusion):
         table.add_row(name, *(str(v) for v in row))
     return table
+
+
+def print_result(console: Console, result: RunResult) -> None:
+    """The test tables, efficiency, the outputs folder and what observers reported."""
+    for task, metrics in result.metrics.get("test", {}).items():
+        console.print(metrics_table("test", metrics))
+        console.print(confusion_table("test", metrics))
+    eff = result.efficiency
+    console.print(f"params {eff.total_params:,} ({eff.trainable_params:,} trainable), "
+                  f"RAM {eff.ram_mb:.2f} MB, {eff.ms_per_image:.2f} ms/image, "
+                  f"{eff.fps:.0f} FPS at batch {eff.batch_size} on {eff.device}; "
+                  f"training {eff.train_seconds:.1f} s", markup=False, highlight=False)
+    console.print(f"outputs: {result.output_dir}", markup=False, highlight=False)
+    for label, reference in result.references.items():
+        console.print(f"{label}: {reference}", markup=False, highlight=False)
 
 
 def counts_table(counts: dict, tasks: dict) -> list[Table]:

@@ -16,6 +16,10 @@ class FacelabError(Exception):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class RunTerminated(BaseException):
+    """Raised in the main thread when the process gets SIGTERM during a run (like Ctrl-C)."""
+
+
 def did_you_mean(name: str, known: Iterable[str], *, what: str) -> str:
     """``unknown backbone 'efficentnet'; did you mean 'efficientnet'? (known: ...)``"""
     known = sorted(known)

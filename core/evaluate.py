@@ -6,39 +6,46 @@ import os
 import platform
 import time
 from itertools import product
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from facelab.data import NO_LABEL, Task
+from facelab.results import ClassScores, GroupMetrics, GroupScore, TaskMetrics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, task: Task) -> dict:
-    """Accuracy, Table 4's per-class report and the confusion matrices, over labelled rows."""
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, task: Task) -> TaskMetrics:
+    """Accuracy, Table 4's per-class scores, averages and the confusion matrix, over labelled
+    rows only."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     labelled = y_true != NO_LABEL
     y_true, y_pred = y_true[labelled], y_pred[labelled]
     labels = list(range(task.num_classes))
     if len(y_true) == 0:
-        return {"n": 0, "accuracy": float("nan"), "report": {}, "confusion": [], "confusion_normalized": []}
-    report = classification_report(y_true, y_pred, labels=labels, target_names=list(task.classes),
-                                   output_dict=True, zero_division=0)
+        return TaskMetrics(task.name, task.classes, 0, float("nan"), {}, None, None, ())
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    per_class = {name: ClassScores(float(precision[i]), float(recall[i]), float(f1[i]),
+                                   int(support[i])) for i, name in enumerate(task.classes)}
+    averages = {}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                     average=average, zero_division=0)
+        averages[average] = ClassScores(float(p), float(r), float(f), int(len(y_true)))
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
-    return {
-        "n": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "report": report,
-        "confusion": matrix.tolist(),
-        "confusion_normalized": normalized.round(4).tolist(),
-    }
+    return TaskMetrics(task.name, task.classes, int(len(y_true)),
+                       float((y_true == y_pred).mean()), per_class, averages["macro"],
+                       averages["weighted"], tuple(tuple(int(v) for v in row) for row in matrix))
 
 
 def group_accuracy(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, task: Task,
-                   columns: list[str], tasks: dict[str, Task], min_size: int = 1) -> dict:
+                   columns: list[str], tasks: dict[str, Task], min_size: int = 1) -> GroupMetrics:
     """Accuracy for every combination of the task's true class and ``columns`` (e.g. gender x age
-    group), the worst group and the gap between the best and the worst."""
+    group); the result knows its worst group and the gap between the best and the worst."""
     labelled = y_true != NO_LABEL
     keys = [task.name, *[c for c in columns if c != task.name and c in frame.columns]]
     values = {task.name: y_true}
@@ -52,13 +59,8 @@ def group_accuracy(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, 
         n = int(mask.sum())
         if n >= min_size:
             names = {key: _value_name(key, value, tasks) for key, value in zip(keys, combo)}
-            groups.append({"group": names, "n": n, "accuracy": float(correct[mask].mean())})
-    if not groups:
-        return {"columns": keys, "groups": [], "worst": None, "best": None, "gap": None}
-    worst = min(groups, key=lambda g: g["accuracy"])
-    best = max(groups, key=lambda g: g["accuracy"])
-    return {"columns": keys, "groups": groups, "worst": worst, "best": best,
-            "gap": best["accuracy"] - worst["accuracy"]}
+            groups.append(GroupScore(names, n, float(correct[mask].mean())))
+    return GroupMetrics(tuple(keys), tuple(groups))
 
 
 def _value_name(column: str, value, tasks: dict[str, Task]) -> str:
@@ -84,7 +86,7 @@ def device_name() -> str:
     return f"CPU: {model} ({os.cpu_count()} cores)"
 
 
-def inference_speed(model, batch: np.ndarray, batches: int) -> dict:
+def inference_speed(model, batch: np.ndarray, batches: int) -> dict[str, float]:
     """ms per image and FPS at ``len(batch)`` images per call, after one warm-up call."""
     model.predict_on_batch(batch)
     start = time.perf_counter()

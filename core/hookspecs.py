@@ -1,6 +1,7 @@
-"""The plugin hooks: one registration hook per component kind.
+"""The plugin hooks: registration hooks (one per component kind), lifecycle hooks that observers
+implement, and ``register_commands`` for plugin-owned CLI commands.
 
-Each hook is called once, when facelab first needs its registries. It receives a ``register``
+**Registration hooks.** Each is called once, when facelab first needs its registries. It receives a ``register``
 callback and calls it once per component it provides::
 
     @facelab.hookimpl
@@ -45,6 +46,20 @@ def register_detectors(register):
     The detector turns decoded RGB uint8 images into fixed-size crops (``output_shape``), or drops
     them. The core reads the files, groups same-size images into batches, caches every crop on
     disk keyed by file content and ``cache_key()``, and counts the outcomes.
+    """
+
+
+@hookspec
+def register_splits(register):
+    """Register split protocols: ``factory(params, ctx) -> facelab.split.Splitter``.
+
+    ``Splitter.split(request)`` receives a :class:`facelab.split.SplitRequest` (the kept sample
+    table, the uint8 crops, the tasks, the balancer, the seed) and returns
+    :class:`facelab.split.Splits`: a :class:`facelab.data.BalancePlan` per split (train, val,
+    test) and the training rows before balancing. The split decides when balancing happens, so
+    a protocol may balance before carving validation. Parameters should subclass
+    :class:`facelab.split.SplitParams` (``test``, ``val``, ``train``, ``stratify``, ``seed``,
+    ``by_source``).
     """
 
 
@@ -99,4 +114,66 @@ def register_losses(register):
 
     ``tasks`` maps each trained task's name to its :class:`facelab.data.Task`. Labels of ``-1``
     (not labelled for that task) must add zero loss and zero gradient.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Lifecycle hooks: observers (tracking, reports, figures) hear about a run through these. The
+# runner calls them with a ``facelab.run.Run`` (id, name, output folder, tags, recipe); nothing
+# about a run lives in module state. A hook that raises fails the run (``run_failed`` follows).
+# --------------------------------------------------------------------------------------------
+
+@hookspec
+def run_tags(recipe):
+    """Return extra tags (``{str: str}``) for a run of ``recipe``, or ``None``.
+
+    Called before the run starts; the tags end up in ``Run.tags`` (e.g. the paper a recipe
+    reproduces). Later plugins cannot remove earlier tags; the recipe's ``tracking.tags`` win.
+    """
+
+
+@hookspec
+def run_started(run, data):
+    """A run has started: its output folder exists, its data are prepared.
+
+    ``data`` is a :class:`facelab.pipeline.PreparedData` (sample table, crops, split plans,
+    counts). Return ``{label: reference}`` for the user (e.g. ``{"MLflow run": "<id>"}``), or
+    ``None``; the references are shown at the end and kept in ``RunResult.references``.
+    """
+
+
+@hookspec
+def epoch_ended(run, epoch, metrics):
+    """Training finished epoch ``epoch`` (1-based).
+
+    ``metrics`` maps :func:`facelab.results.epoch_metric_name` names (``epoch/train/loss``,
+    ``epoch/val/race/accuracy``, ``epoch/learning_rate``) to floats.
+    """
+
+
+@hookspec
+def run_finished(run, result, outputs):
+    """A run finished: training, evaluation and the core's output files are done.
+
+    ``result`` is a :class:`facelab.results.RunResult`; ``outputs`` a
+    :class:`facelab.runner.RunOutputs` (the trained Keras model, the prepared data and the
+    predicted probabilities per split and task) for observers that draw or log them. Files an
+    observer writes under ``run.output_dir`` belong to the run; observers that copy the output
+    folder elsewhere should be ``trylast``.
+    """
+
+
+@hookspec
+def run_failed(run, status, error):
+    """A run ended early: ``status`` is ``"FAILED"`` (an exception) or ``"KILLED"`` (Ctrl-C,
+    SIGTERM); ``error`` is the exception. The output folder holds what was written so far."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``facelab`` command line: ``cli`` is its click group.
+
+    Errors a command raises as :class:`facelab.errors.FacelabError` are shown as one line with
+    exit code 2, like the core's. Import heavy libraries inside the command, not at module level:
+    every ``facelab`` invocation loads every plugin.
     """

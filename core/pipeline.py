@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -20,7 +20,8 @@ from facelab.evaluate import classification_metrics, group_accuracy
 from facelab.inputs import make_dataset
 from facelab.model import MaskedAccuracy, build_model
 from facelab.recipe import Recipe, build_keras_object
-from facelab.split import SPLITS, Splits, split_and_balance
+from facelab.results import DataCounts, StageCounts, TaskMetrics, epoch_metrics
+from facelab.split import SPLITS, SplitRequest, Splits
 
 
 @dataclass
@@ -31,7 +32,7 @@ class PreparedData:
     images: np.ndarray
     splits: Splits
     tasks: dict[str, Task]
-    counts: dict = field(default_factory=dict)
+    counts: DataCounts = field(default_factory=lambda: DataCounts({}))
     detector_calls: int = 0
 
     def labels(self, task: str) -> np.ndarray:
@@ -98,33 +99,29 @@ def prepare_data(recipe: Recipe, ctx: BuildContext) -> PreparedData:
     detector = recipe.detector.build(ctx)
     crops = crop_all(list(table.frame["path"]), detector, ctx.cache_dir, ctx.progress)
     kept = SampleTable(table.frame[crops.kept], table.tasks, table.skipped)
-    counts: dict = {"found": _class_counts(table, tasks),
-                    "skipped": dict(table.skipped),
-                    "detector": dict(crops.statuses)}
-    counts["used"] = _class_counts(kept, tasks)
+    stages = {"found": _stage_counts(table, tasks), "used": _stage_counts(kept, tasks)}
     for task in recipe.tasks:
         if not (kept.frame[task] != NO_LABEL).any():
             raise FacelabError(f"model.heads.{task}: no usable image has a {task} label")
     ctx.progress.log("splitting and balancing")
-    splits = split_and_balance(kept, crops.images, recipe.schema.data.split, recipe.tasks,
-                               recipe.stratify, recipe.balance_on, recipe.balancer.build(ctx),
-                               recipe.schema.seed)
-    train_before = SampleTable(kept.frame.iloc[splits.train_rows], kept.tasks)
-    counts["train (before balancing)"] = _class_counts(train_before, tasks)
+    seed = recipe.split.params.seed
+    splits = recipe.split.build(ctx).split(SplitRequest(
+        kept, crops.images, recipe.tasks, recipe.stratify, recipe.balance_on,
+        recipe.balancer.build(ctx), seed if seed is not None else recipe.schema.seed))
+    stages["train (before balancing)"] = _stage_counts(
+        SampleTable(kept.frame.iloc[splits.train_rows], kept.tasks), tasks)
     for split in SPLITS:
         plan = splits.plans[split]
-        counts[split] = _class_counts(
-            SampleTable(kept.frame.iloc[plan.base], kept.tasks), tasks)
-        counts[split]["synthetic"] = int(plan.synthetic.sum())
+        stages[split] = _stage_counts(SampleTable(kept.frame.iloc[plan.base], kept.tasks), tasks,
+                                      synthetic=int(plan.synthetic.sum()))
+    counts = DataCounts(stages, dict(table.skipped), dict(crops.statuses))
     return PreparedData(kept, crops.images, splits, tasks, counts, crops.detector_calls)
 
 
-def _class_counts(table: SampleTable, tasks: dict[str, Task]) -> dict:
-    """{task: {class: n}, "sources": {source: n}, "total": n}."""
-    out: dict = {task: table.class_counts(task) for task in tasks}
-    out["sources"] = dict(Counter(table.frame["source"]))
-    out["total"] = len(table)
-    return out
+def _stage_counts(table: SampleTable, tasks: dict[str, Task], synthetic: int | None = None
+                  ) -> StageCounts:
+    return StageCounts({task: table.class_counts(task) for task in tasks},
+                       dict(Counter(table.frame["source"])), len(table), synthetic)
 
 
 def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext) -> dict:
@@ -184,15 +181,42 @@ def predict(model: keras.Model, dataset) -> dict[str, np.ndarray]:
 
 
 def evaluate_split(recipe: Recipe, data: PreparedData, split: str, probs: dict[str, np.ndarray]
-                   ) -> dict:
-    """Per task: metrics, and per-group accuracy over the task and ``evaluate.groups``."""
+                   ) -> dict[str, TaskMetrics]:
+    """Per task: metrics, with accuracy per group over the task and ``evaluate.groups``."""
     frame = data.table.frame.iloc[data.splits.plans[split].base]
     results = {}
     for task in recipe.tasks:
         y_true = data.split_labels(split, task)
         y_pred = probs[task].argmax(axis=1)
         metrics = classification_metrics(y_true, y_pred, data.tasks[task])
-        metrics["groups"] = group_accuracy(frame, y_true, y_pred, data.tasks[task],
-                                           recipe.schema.evaluate.groups, data.table.tasks)
-        results[task] = metrics
+        groups = group_accuracy(frame, y_true, y_pred, data.tasks[task],
+                                recipe.schema.evaluate.groups, data.table.tasks)
+        results[task] = replace(metrics, groups=groups)
     return results
+
+
+class HookCallback(keras.callbacks.Callback):
+    """Tells the ``epoch_ended`` hook every epoch's metrics and the learning rate in effect."""
+
+    def __init__(self, hooks, run, tasks: list[str]):
+        super().__init__()
+        self.hooks, self.run, self.tasks = hooks, run, tasks
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        rate = current_learning_rate(self.model.optimizer)
+        if rate is not None:
+            logs["learning_rate"] = rate
+        self.hooks.epoch_ended(run=self.run, epoch=epoch + 1,
+                               metrics=epoch_metrics(logs, self.tasks))
+
+
+def current_learning_rate(optimizer) -> float | None:
+    """The rate in effect now, schedules included."""
+    rate = getattr(optimizer, "learning_rate", None)
+    if rate is None:
+        return None
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer._get_current_learning_rate()))
+    except Exception:  # an optimizer without Keras's private helper
+        return float(keras.ops.convert_to_numpy(rate))

@@ -49,33 +49,13 @@ def parse_yaml(text: str):
 # The recipe schema (everything but the components, which each plugin validates itself)
 # --------------------------------------------------------------------------------------------
 
-Count = int | float  # a fraction in (0, 1) or an absolute number of samples
-
-
-class SourceSplit(Params):
-    """How one source is split; fractions are of the whole source (test) or of what is left (val)."""
-
-    test: Count = field(0.2, "test share: a fraction (0-1) of the source, or a count", ge=0)
-    val: Count = field(0.1, "validation share: a fraction of what remains after test, or a count",
-                       ge=0)
-    train: int | None = field(None, "use at most this many training samples (None: all)", ge=1)
-
-
-class SplitSpec(SourceSplit):
-    protocol: Literal["sound", "paper"] = field(
-        "sound", "sound: val/test split off before balancing; paper: val split after balancing")
-    stratify: str | None = field(None, "task to stratify on (default: the first head's task)")
-    seed: int | None = field(None, "split seed (default: the recipe's seed)")
-    by_source: dict[str, SourceSplit] = field(
-        {}, "per-source overrides of test/val/train, keyed by data.datasets name")
-
-
 class DataSection(Params):
     dataset: dict[str, Any] | None = field(None, "one dataset component")
     datasets: dict[str, dict[str, Any]] | None = field(
         None, "several sources: name -> dataset component, merged into one sample table")
     detector: dict[str, Any] = field(..., "face detector / cropper component")
-    split: SplitSpec = field(SplitSpec(), "train/validation/test split")
+    split: dict[str, Any] = field({"type": "stratified"},
+                                  "split component: train/validation/test protocol")
     balancer: dict[str, Any] = field({"type": "none"}, "class balancer component (training only)")
     balance_on: str | None = field(None, "task whose classes are balanced (default: stratify)")
     augment: list[dict[str, Any]] = field([], "augmentation components, applied in order")
@@ -174,6 +154,7 @@ class Recipe:
     schema: RecipeSchema
     datasets: dict[str, ComponentSpec]
     detector: ComponentSpec
+    split: ComponentSpec
     balancer: ComponentSpec
     augment: tuple[ComponentSpec, ...]
     backbone: ComponentSpec
@@ -193,7 +174,7 @@ class Recipe:
 
     @property
     def stratify(self) -> str:
-        return self.schema.data.split.stratify or self.tasks[0]
+        return getattr(self.split.params, "stratify", None) or self.tasks[0]
 
     @property
     def balance_on(self) -> str:
@@ -210,6 +191,7 @@ class Recipe:
             data["datasets"] = {k: v.as_dict() for k, v in self.datasets.items()}
             del data["dataset"]
         data["detector"] = self.detector.as_dict()
+        data["split"] = self.split.as_dict()
         data["balancer"] = self.balancer.as_dict()
         data["augment"] = [a.as_dict() for a in self.augment]
         model["backbone"] = self.backbone.as_dict()
@@ -280,6 +262,7 @@ def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
     if (data.dataset is None) == (data.datasets is None):
         raise FacelabError("data: expected exactly one of 'dataset' (one source) or 'datasets' "
                            "(name -> dataset, several sources)", where=where)
+    split = component("split", _split_value(data.split, where), "data.split")
     if data.dataset is not None:
         datasets = {"default": component("dataset", data.dataset, "data.dataset")}
     else:
@@ -287,7 +270,7 @@ def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
             raise FacelabError("data.datasets: expected at least one source", where=where)
         datasets = {name: component("dataset", spec, f"data.datasets.{name}")
                     for name, spec in data.datasets.items()}
-    for source in data.split.by_source:
+    for source in getattr(split.params, "by_source", {}):
         if source not in datasets:
             raise FacelabError(
                 f"data.split.by_source.{source}: {did_you_mean(source, datasets, what='source')}",
@@ -296,7 +279,7 @@ def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
         raise FacelabError("model.heads: expected at least one task, e.g. {race: {type: ...}}",
                            where=where)
     tasks = list(model.heads)
-    for key, value in (("data.split.stratify", data.split.stratify),
+    for key, value in (("data.split.stratify", getattr(split.params, "stratify", None)),
                        ("data.balance_on", data.balance_on)):
         if value is not None and value not in tasks:
             raise FacelabError(f"{key}: {did_you_mean(value, tasks, what='task')} "
@@ -311,6 +294,7 @@ def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
         schema=schema,
         datasets=datasets,
         detector=component("detector", data.detector, "data.detector"),
+        split=split,
         balancer=component("balancer", data.balancer, "data.balancer"),
         augment=tuple(component("augmentation", a, f"data.augment.{i}")
                       for i, a in enumerate(data.augment)),
@@ -322,6 +306,16 @@ def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
         overrides=overrides,
         source_text=source_text,
     )
+
+
+def _split_value(value: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data.split`` without ``type`` is the built-in ``stratified`` split; the first wave's
+    ``protocol`` key gets a message saying what replaced it."""
+    if "protocol" in value:
+        raise FacelabError("data.split.protocol: replaced by data.split.type; use "
+                           "'type: stratified' (was protocol: sound) or 'type: race-2025' "
+                           "(was protocol: paper, from the papers plugin)", where=where)
+    return value if "type" in value else {"type": "stratified", **value}
 
 
 def resolve_component(registry: Registry, kind: str, value: Any, where: str) -> ComponentSpec:
@@ -535,7 +529,7 @@ def _expand(value: Any, where: str, path: tuple[str, ...]) -> Any:
 
 def iter_component_specs(recipe: Recipe) -> Iterable[ComponentSpec]:
     yield from recipe.datasets.values()
-    yield from (recipe.detector, recipe.balancer, *recipe.augment, recipe.backbone,
+    yield from (recipe.detector, recipe.split, recipe.balancer, *recipe.augment, recipe.backbone,
                 recipe.attention, *recipe.heads.values(), recipe.loss)
 
 

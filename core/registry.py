@@ -17,6 +17,7 @@ from facelab.params import Params
 KINDS: dict[str, str] = {
     "dataset": "register_datasets",
     "detector": "register_detectors",
+    "split": "register_splits",
     "balancer": "register_balancers",
     "augmentation": "register_augmentations",
     "backbone": "register_backbones",

@@ -1,26 +1,45 @@
-"""Split and balance: per-source stratified train/validation/test, then a balance plan.
+"""Splitting and balancing: the contract of split components and the helpers they share.
 
-Every split is a :class:`BalancePlan` over the cropped images, so train, validation and test are
-handled alike whether or not they hold synthetic rows.
-
-- ``protocol: sound`` (default): test, then validation, are split off; only train is balanced.
-  Validation and test never contain synthetic samples.
-- ``protocol: paper`` (the race paper): test is split off, the rest is balanced, then validation
-  is taken from the balanced set, so it contains synthetic samples as in the paper.
+A split component (``data.split: {type: ...}``, hook ``register_splits``) turns the kept sample
+table into a :class:`BalancePlan` per split. Every split is a plan over the cropped images, so
+train, validation and test are handled alike whether or not they hold synthetic rows. The
+built-in ``stratified`` split carves test, then validation, per source, and balances only what
+is left for training; other protocols (a paper's) may balance first and carve validation after.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from facelab.data import NO_LABEL, BalancePlan, Balancer, RowSubset, SampleTable
 from facelab.errors import FacelabError
-from facelab.recipe import SourceSplit, SplitSpec
+from facelab.params import Params, field
 
 SPLITS = ("train", "val", "test")
+
+Count = int | float  # a fraction in (0, 1) or an absolute number of samples
+
+
+class SourceSplit(Params):
+    """How one source is split; fractions are of the whole source (test) or of what is left (val)."""
+
+    test: Count = field(0.2, "test share: a fraction (0-1) of the source, or a count", ge=0)
+    val: Count = field(0.1, "validation share: a fraction of what remains after test, or a count",
+                       ge=0)
+    train: int | None = field(None, "use at most this many training samples (None: all)", ge=1)
+
+
+class SplitParams(SourceSplit):
+    """Parameters every split component shares (subclass it to add more)."""
+
+    stratify: str | None = field(None, "task to stratify on (default: the first head's task)")
+    seed: int | None = field(None, "split seed (default: the recipe's seed)", ge=0)
+    by_source: dict[str, SourceSplit] = field(
+        {}, "per-source overrides of test/val/train, keyed by data.datasets name")
 
 
 @dataclass
@@ -32,7 +51,32 @@ class Splits:
     train_rows: np.ndarray
 
 
-def _size(value: float | int, n: int, where: str) -> int:
+@dataclass(frozen=True)
+class SplitRequest:
+    """What the pipeline hands a split component."""
+
+    table: SampleTable          # kept rows, aligned with ``images``
+    images: np.ndarray          # (N, H, W, C) uint8 crops
+    tasks: list[str]            # the trained tasks (keys of model.heads)
+    stratify: str               # the task to stratify on
+    balance_on: str             # the task whose classes the balancer evens out
+    balancer: Balancer
+    seed: int                   # the split's seed (its own, else the recipe's)
+
+    def balance(self, rows: np.ndarray) -> BalancePlan:
+        """Balance the labelled ``rows`` on ``balance_on``; unlabelled rows are kept once."""
+        return balance(self.images, self.table.frame[self.balance_on].to_numpy(), rows,
+                       self.balancer, self.seed)
+
+
+class Splitter(Protocol):
+    """Splits and balances. See ``hookspecs.register_splits``."""
+
+    def split(self, request: SplitRequest) -> Splits:
+        """A plan per split (train, val, test) and the training rows before balancing."""
+
+
+def size(value: float | int, n: int, where: str) -> int:
     """A share as a count: fractions (0-1) of ``n``, or absolute counts."""
     if isinstance(value, float) and value < 1:
         return int(round(value * n)) if value > 0 else 0
@@ -42,18 +86,20 @@ def _size(value: float | int, n: int, where: str) -> int:
     return count
 
 
-def _carve(rows: np.ndarray, strata: np.ndarray, size: int, seed: int
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``rows`` into (rest, carved) with ``size`` carved rows, stratified when possible."""
-    if size == 0:
+def carve(rows: np.ndarray, strata: np.ndarray, count: int, seed: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` into (rest, carved) with ``count`` carved rows, stratified when possible."""
+    from sklearn.model_selection import train_test_split
+
+    if count == 0:
         return rows, rows[:0]
     _, counts = np.unique(strata, return_counts=True)
-    stratify = strata if counts.min() >= 2 and size >= len(counts) else None
-    rest, carved = train_test_split(rows, test_size=size, stratify=stratify, random_state=seed)
+    stratify = strata if counts.min() >= 2 and count >= len(counts) else None
+    rest, carved = train_test_split(rows, test_size=count, stratify=stratify, random_state=seed)
     return np.sort(rest), np.sort(carved)
 
 
-def _strata(table: SampleTable, rows: np.ndarray, preferred: str, tasks: list[str]) -> np.ndarray:
+def strata(table: SampleTable, rows: np.ndarray, preferred: str, tasks: list[str]) -> np.ndarray:
     """Labels to stratify a source on: the preferred task if the source labels it, else the first
     task it labels."""
     for task in (preferred, *tasks):
@@ -63,46 +109,24 @@ def _strata(table: SampleTable, rows: np.ndarray, preferred: str, tasks: list[st
     return np.zeros(len(rows), np.int64)
 
 
-def split_and_balance(table: SampleTable, images: np.ndarray, spec: SplitSpec, tasks: list[str],
-                      stratify: str, balance_on: str, balancer: Balancer, seed: int) -> Splits:
-    """Split every source, then balance according to ``spec.protocol``."""
-    seed = spec.seed if spec.seed is not None else seed
-    sources = table.frame["source"].to_numpy()
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
+def per_source(request: SplitRequest, params: SplitParams,
+               split_source: Callable[[np.ndarray, SourceSplit, str], dict[str, np.ndarray]]
+               ) -> dict[str, np.ndarray]:
+    """Call ``split_source(rows, share, where)`` for every source's rows and concatenate its
+    ``{split: rows}`` answers, so every source is split by its own shares (``by_source``)."""
+    sources = request.table.frame["source"].to_numpy()
+    parts: dict[str, list[np.ndarray]] = {}
     for source in dict.fromkeys(sources):
         rows = np.flatnonzero(sources == source)
-        share: SourceSplit = spec.by_source.get(source, spec)
-        where = f"data.split.by_source.{source}" if source in spec.by_source else "data.split"
-        strata = _strata(table, rows, stratify, tasks)
-        pool, test = _carve(rows, strata, _size(share.test, len(rows), f"{where}.test"), seed)
-        parts["test"].append(test)
-        if spec.protocol == "paper":
-            parts["train"].append(pool)  # validation is carved after balancing
-            continue
-        train, val = _carve(pool, _strata(table, pool, stratify, tasks),
-                            _size(share.val, len(pool), f"{where}.val"), seed)
-        if share.train is not None and share.train < len(train):
-            _, train = _carve(train, _strata(table, train, stratify, tasks), share.train, seed)
-        parts["val"].append(val)
-        parts["train"].append(train)
-    train_rows, test_rows = np.concatenate(parts["train"]), np.concatenate(parts["test"])
-    val_rows = np.concatenate(parts["val"]) if parts["val"] else np.empty(0, np.int64)
-
-    labels = table.frame[balance_on].to_numpy()
-    train_plan = _balance(images, labels, train_rows, balancer, seed)
-    if spec.protocol == "paper":
-        plan_labels = labels[train_plan.base]
-        val_size = _size(spec.val, len(train_plan), "data.split.val")
-        keep, val = _carve(np.arange(len(train_plan)), plan_labels, val_size, seed)
-        val_plan, train_plan = train_plan.take(val), train_plan.take(keep)
-    else:
-        val_plan = BalancePlan.of_rows(val_rows)
-    test_plan = BalancePlan.of_rows(test_rows)
-    return Splits({"train": train_plan, "val": val_plan, "test": test_plan}, train_rows)
+        share: SourceSplit = params.by_source.get(source, params)
+        where = f"data.split.by_source.{source}" if source in params.by_source else "data.split"
+        for split, chosen in split_source(rows, share, where).items():
+            parts.setdefault(split, []).append(chosen)
+    return {split: np.concatenate(chunks) for split, chunks in parts.items()}
 
 
-def _balance(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, balancer: Balancer,
-             seed: int) -> BalancePlan:
+def balance(images: np.ndarray, labels: np.ndarray, rows: np.ndarray, balancer: Balancer,
+            seed: int) -> BalancePlan:
     """Balance the labelled ``rows`` on ``labels``; unlabelled rows are kept once as they are."""
     labelled = rows[labels[rows] != NO_LABEL]
     unlabelled = rows[labels[rows] == NO_LABEL]

@@ -5,6 +5,7 @@ BUILTIN: tuple[str, ...] = (
     "facelab.plugins.datasets.utkface",
     "facelab.plugins.datasets.synthetic",
     "facelab.plugins.detectors.none",
+    "facelab.plugins.splits.stratified",
     "facelab.plugins.balancers.none",
     "facelab.plugins.augment.keras_layers",
     "facelab.plugins.augment.keras_cv",
@@ -25,4 +26,8 @@ BUILTIN: tuple[str, ...] = (
     "facelab.plugins.backbones.bknet",
     "facelab.plugins.heads.multitask",
     "facelab.plugins.losses.masked_multitask",
+    "facelab.plugins.reports.tables",
+    "facelab.plugins.reports.figures",
+    "facelab.plugins.papers",
+    "facelab.plugins.mlflow",
 )

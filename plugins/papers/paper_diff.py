@@ -35,10 +35,11 @@ import yaml
 
 from facelab.errors import FacelabError, did_you_mean
 from facelab.recipe import parse_yaml
+from facelab.results import efficiency_name, metric_name
 
 RATES = ("accuracy", "precision", "recall", "f1")
-METRIC_NAME = {"precision": "precision", "recall": "recall", "f1": "f1-score",
-               "f1-score": "f1-score"}
+#: the paper file's score names -> ours (facelab.results.CLASS_SCORES)
+SCORE_NAME = {"precision": "precision", "recall": "recall", "f1": "f1", "f1-score": "f1"}
 
 
 @dataclass
@@ -179,9 +180,10 @@ def build(run, paper: dict[str, Any], paper_file: str, row: str, tasks: list[str
     counts = (paper.get("parameters") or {}).get(row) or {}
     for key, metric in (("total", "total_params"), ("trainable", "trainable_params")):
         if key in counts:
-            add("parameters", f"{key} parameters", metric, float(counts[key]), exact=True)
+            add("parameters", f"{key} parameters", efficiency_name(metric), float(counts[key]),
+                exact=True)
     if "ram_mb" in counts:
-        add("parameters", "RAM (MB, eq. 7)", "ram_mb", float(counts["ram_mb"]))
+        add("parameters", "RAM (MB, eq. 7)", efficiency_name("ram_mb"), float(counts["ram_mb"]))
 
     classification = (paper.get("classification") or {}).get(row) or {}
     if any(k in classification for k in ("accuracy", "per_class", "macro", "weighted")):
@@ -191,35 +193,41 @@ def build(run, paper: dict[str, Any], paper_file: str, row: str, tasks: list[str
             values = {"accuracy": values}       # task: accuracy
         if not isinstance(values, dict) or (tasks and task not in tasks):
             continue                            # a task this run does not have
-        report = ((run_report or {}).get(task) or {}).get("report") or {}
+        task_metrics = (run_report or {}).get(task) or {}
         if "accuracy" in values:
-            add(task, "test accuracy", f"test_{task}_accuracy", rate(values["accuracy"]))
+            add(task, "test accuracy", metric_name("test", task, "accuracy"),
+                rate(values["accuracy"]))
         groups = dict((values.get("per_class") or {}))
-        for label, key in (("macro", "macro avg"), ("weighted", "weighted avg")):
-            if isinstance(values.get(label), dict):
-                groups[key] = values[label]
+        for average in ("macro", "weighted"):
+            if isinstance(values.get(average), dict):
+                groups[average] = values[average]
         for cls, numbers in groups.items():
             if not isinstance(numbers, dict):
                 continue
-            prefix = f"test_{task}_{str(cls).replace(' ', '_')}"
+            average = cls in ("macro", "weighted")
             for key, value in numbers.items():
-                if key in METRIC_NAME:
-                    add(task, f"{cls} {key}", f"{prefix}_{METRIC_NAME[key]}", rate(value))
+                if key in SCORE_NAME:
+                    name = (metric_name("test", task, f"{SCORE_NAME[key]}_{cls}") if average
+                            else metric_name("test", task, SCORE_NAME[key], str(cls)))
+                    add(task, f"{cls} {key}", name, rate(value))
                 elif key == "support":
-                    support = (report.get(str(cls)) or {}).get("support")
+                    scores = (task_metrics.get(cls) if average
+                              else (task_metrics.get("per_class") or {}).get(str(cls))) or {}
+                    support = scores.get("support")
                     add(task, f"{cls} support (test images)", None, float(value), exact=True,
                         run_value=float(support) if support is not None else None)
 
     timing = (paper.get("timing") or {}).get(row) or {}
     device_note = (f"paper: {paper.get('device') or '?'}; "
                    f"run: {efficiency.get('device') or '?'}")
-    for key, metric in (("ms_per_image", "ms_per_image"), ("fps", "fps")):
+    for key in ("ms_per_image", "fps"):
         if key in timing:
-            add("speed", key.replace("_", " "), metric, float(timing[key]), note=device_note)
+            add("speed", key.replace("_", " "), efficiency_name(key), float(timing[key]),
+                note=device_note)
     for key, value in timing.items():
         if key.startswith("train_seconds"):
             epochs = efficiency.get("epochs")
-            add("speed", key.replace("_", " "), "train_seconds", float(value),
+            add("speed", key.replace("_", " "), efficiency_name("train_seconds"), float(value),
                 note=f"{device_note}; run: {epochs} epochs" if epochs else device_note)
     return diff
 

@@ -193,16 +193,19 @@ def validate(combos: Sequence[Combination], overrides: Sequence[str],
 
 def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
               overrides: Sequence[str] = (), shard_spec: str | None = None,
-              run: Callable[[Any, str], Any] | None = None,
+              run: Callable[..., Any] | None = None,
               on_start: Callable[[int, int, str], None] | None = None) -> SweepResult:
     """Validate every combination, then run this shard's under one parent run.
 
-    ``run(recipe, name)`` runs one child (default: :func:`facelab.runner.run_recipe`);
+    ``run(recipe, name=..., tags=...)`` runs one child (default:
+    :func:`facelab.runner.run_recipe`) and returns its :class:`facelab.results.RunResult`;
     ``on_start(position, total, name)`` is told before each child. Ordinary errors in a child
     are recorded and the sweep goes on; Ctrl-C and SIGTERM stop it (parent and child KILLED).
     Raises :class:`SweepFailed` at the end if any child failed.
     """
-    from facelab import tracking
+    from facelab.plugins.mlflow import tracking
+    from facelab.run import git_tags
+    from facelab.runner import RunTerminated, sigterm_raises
 
     if not recipe_paths:
         raise FacelabError("expected at least one recipe")
@@ -213,56 +216,68 @@ def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
     mine = shard(every, index, count)
     sid = sweep_id(recipe_paths, grid, overrides)
     if run is None:
-        from facelab.runner import run_recipe
-
-        def run(recipe, name):
-            return run_recipe(recipe)
-
-    tracking._quiet_mlflow()
-    import mlflow
+        from facelab.runner import run_recipe as run
 
     first = recipes[0].schema.tracking
-    tracking.use_experiment(first.uri, first.experiment)
     names = list(dict.fromkeys(r.name for r in recipes))
     title = "+".join(names) + " sweep" + (f" {index}/{count}" if count > 1 else "")
-    parent = mlflow.start_run(run_name=title, tags={
+    parent = tracking.start(title, {
         "facelab.sweep_id": sid, "facelab.sweep_role": "parent",
         "facelab.sweep_shard": f"{index}/{count}", "facelab.recipe": names[0],
-        "facelab.version": _version(), **tracking.git_tags(recipe_paths[0])})
-    result = SweepResult(sid, parent.info.run_id, [])
-    with tracking.run_lifecycle(parent.info.run_id):
-        tracking.log_params({
-            "sweep.recipes": ", ".join(str(p) for p in recipe_paths),
-            **{f"sweep.grid.{k}": ",".join(v) for k, v in grid},
-            "sweep.set": " ".join(overrides), "sweep.shard": f"{index}/{count}",
-            "sweep.combinations": len(every), "sweep.runs_in_shard": len(mine)})
-        for position, combo in enumerate(mine, 1):
-            recipe = recipes[combo.index]
-            name = combo.label(recipe.name)
-            if on_start:
-                on_start(position, len(mine), name)
-            child = ChildResult(combo, name, "FAILED")
-            result.children.append(child)
-            tags = {"facelab.sweep_id": sid, "facelab.sweep_role": "child",
-                    "facelab.sweep_index": str(combo.index),
-                    "facelab.sweep_combination": ", ".join(combo.overrides) or recipe.name}
-            try:
-                with tracking.run_defaults(run_name=name, tags=tags):
-                    outcome = run(recipe, name)
-            except Exception as exc:
-                child.error = f"{type(exc).__name__}: {exc}"
-                child.run_id = _last_child(parent.info.run_id, combo.index)
-            else:
-                child.status = "FINISHED"
-                child.run_id = getattr(outcome, "run_id", None)
-                child.metrics = _summary_metrics(getattr(outcome, "metrics", {}) or {},
-                                                 getattr(outcome, "efficiency", {}) or {})
-        tracking.log_metrics({"runs_finished": len(result.children) - len(result.failed),
-                              "runs_failed": len(result.failed)})
-        _log_summary(result, every, grid)
-        if result.failed:
-            raise SweepFailed(result)
+        "facelab.version": _version(), **git_tags(recipe_paths[0])},
+        None, first.uri, first.experiment, False)
+    parent_id = parent.info.run_id
+    result = SweepResult(sid, parent_id, [])
+    with sigterm_raises():
+        try:
+            tracking.log_params({
+                "sweep.recipes": ", ".join(str(p) for p in recipe_paths),
+                **{f"sweep.grid.{k}": ",".join(v) for k, v in grid},
+                "sweep.set": " ".join(overrides), "sweep.shard": f"{index}/{count}",
+                "sweep.combinations": len(every), "sweep.runs_in_shard": len(mine)})
+            for position, combo in enumerate(mine, 1):
+                recipe = recipes[combo.index]
+                name = combo.label(recipe.name)
+                if on_start:
+                    on_start(position, len(mine), name)
+                result.children.append(_run_child(run, recipe, name, combo, sid, parent_id))
+            tracking.log_metrics({"runs_finished": len(result.children) - len(result.failed),
+                                  "runs_failed": len(result.failed)})
+            _log_summary(result, every, grid)
+        except KeyboardInterrupt:
+            tracking.finish(parent_id, "KILLED", "interrupted (Ctrl-C)", None)
+            raise
+        except RunTerminated:
+            tracking.finish(parent_id, "KILLED", "terminated (SIGTERM)", None)
+            raise
+        except BaseException as exc:
+            tracking.finish(parent_id, "FAILED", f"{type(exc).__name__}: {exc}", None)
+            raise
+    if result.failed:
+        failed = SweepFailed(result)
+        tracking.finish(parent_id, "FAILED", f"SweepFailed: {failed}", None)
+        raise failed
+    tracking.finish(parent_id, "FINISHED", None, None)
     return result
+
+
+def _run_child(run: Callable[..., Any], recipe, name: str, combo: Combination, sid: str,
+               parent_id: str) -> ChildResult:
+    """One child run; an ordinary error is recorded, Ctrl-C and SIGTERM propagate."""
+    child = ChildResult(combo, name, "FAILED")
+    tags = {"facelab.sweep_id": sid, "facelab.sweep_role": "child",
+            "facelab.sweep_index": str(combo.index),
+            "facelab.sweep_combination": ", ".join(combo.overrides) or recipe.name}
+    try:
+        outcome = run(recipe, name=name, tags=tags)
+    except Exception as exc:
+        child.error = f"{type(exc).__name__}: {exc}"
+        child.run_id = _last_child(parent_id, combo.index)
+    else:
+        child.status = "FINISHED"
+        child.run_id = outcome.references.get("MLflow run")
+        child.metrics = outcome.headline()
+    return child
 
 
 def _version() -> str:
@@ -280,19 +295,6 @@ def _last_child(parent_id: str, index: int) -> str | None:
                        f"tags.`facelab.sweep_index` = '{index}'"),
         search_all_experiments=True, output_format="list", max_results=1)
     return runs[0].info.run_id if runs else None
-
-
-def _summary_metrics(metrics: dict, efficiency: dict) -> dict[str, float]:
-    out = {}
-    for task, m in (metrics.get("test") or {}).items():
-        out[f"test_{task}_accuracy"] = m.get("accuracy")
-        macro = (m.get("report") or {}).get("macro avg")
-        if isinstance(macro, dict):
-            out[f"test_{task}_macro_avg_f1-score"] = macro.get("f1-score")
-    for key in ("total_params", "fps"):
-        if key in efficiency:
-            out[key] = efficiency[key]
-    return out
 
 
 def _log_summary(result: SweepResult, every: list[Combination], grid) -> None:

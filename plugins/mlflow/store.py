@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from facelab.errors import FacelabError
-from facelab.tracking import _quiet_mlflow, tracking_uri
+from facelab.plugins.mlflow.tracking import quiet_mlflow, tracking_uri
+from facelab.results import parse_metric_name
 
 #: Tags shown by ``compare`` when they differ (params cover the components themselves).
 COMPARED_TAGS = ("facelab.recipe", "facelab.plugins", "facelab.version", "facelab.git_commit")
 #: Columns of ``facelab runs`` besides test accuracies and macro F1s.
 EFFICIENCY = ("total_params", "fps")
+#: The order of metric kinds in ``compare``.
+_KIND_ORDER = {"final": 0, "efficiency": 2, "epoch": 3}
 
 
 def store_uri(uri: str | None = None) -> str:
@@ -38,7 +41,7 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def client(uri: str | None = None):
-    _quiet_mlflow()
+    quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(store_uri(uri))
@@ -106,12 +109,28 @@ def resolve_run(mlflow_client, run_id: str):
 # --------------------------------------------------------------------------------------------
 
 def key_metrics(runs: list) -> list[str]:
-    """Test accuracy and macro F1 per task, then parameters and FPS, as present in ``runs``."""
+    """Test accuracy and macro F1 per task, then parameters and FPS, as present in ``runs``
+    (first-wave names such as ``test_race_accuracy`` too)."""
     keys = set().union(*(r.data.metrics for r in runs)) if runs else set()
-    accuracy = sorted(k for k in keys if k.startswith("test_") and k.endswith("_accuracy")
-                      and "group" not in k)
-    macro = sorted(k for k in keys if k.startswith("test_") and k.endswith("_macro_avg_f1-score"))
-    return accuracy + macro + [k for k in EFFICIENCY if k in keys]
+    parsed = {k: parse_metric_name(k) for k in keys}
+    headline = [k for k, p in parsed.items() if p and p.is_headline]
+    headline.sort(key=lambda k: (parsed[k].metric != "accuracy", parsed[k].task, k))
+    wanted = {name: i for i, name in enumerate(EFFICIENCY)}
+    efficiency = sorted((k for k, p in parsed.items() if p and p.kind == "efficiency"
+                         and p.metric in wanted), key=lambda k: wanted[parsed[k].metric])
+    return headline + efficiency
+
+
+def metric_label(key: str) -> str:
+    """A short column header: ``test/race/accuracy`` -> ``race acc``; ``efficiency/fps`` ->
+    ``FPS``."""
+    parsed = parse_metric_name(key)
+    if parsed is None:
+        return key
+    if parsed.kind == "efficiency":
+        return {"total_params": "params", "fps": "FPS"}.get(parsed.metric, parsed.metric)
+    short = {"accuracy": "acc", "f1_macro": "F1"}.get(parsed.metric, parsed.metric)
+    return f"{parsed.task} {short}" + (f" {parsed.cls}" if parsed.cls else "")
 
 
 def run_row(run, metrics: list[str]) -> dict[str, Any]:
@@ -140,19 +159,13 @@ class Comparison:
 
 
 def metric_order(key: str) -> tuple:
-    """test_ first, then val_, efficiency, per-epoch curves, then the rest."""
-    if key.startswith("test_"):
-        group = 0
-    elif key.startswith("val_"):
-        group = 1
-    elif key in ("total_params", "trainable_params", "ram_mb", "ms_per_image", "fps",
-                 "train_seconds"):
-        group = 2
-    elif "/" not in key:
-        group = 3
-    else:
-        group = 4
-    return group, key
+    """test first, then validation, efficiency, per-epoch curves, then anything else."""
+    parsed = parse_metric_name(key)
+    if parsed is None:
+        return 9, key
+    if parsed.kind == "final":
+        return (0 if parsed.split == "test" else 1), key
+    return _KIND_ORDER[parsed.kind], key
 
 
 def compare(runs: list, show_all: bool = False, patterns: tuple[str, ...] = ()) -> Comparison:

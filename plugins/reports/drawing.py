@@ -1,4 +1,4 @@
-"""Figures for run reports: training curves, confusion matrices, per-class scores, example grids.
+"""Drawing the run figures: training curves, confusion matrices, per-class scores, example grids.
 
 Pure matplotlib on the Agg backend. Every function writes one PNG atomically (a temporary file
 in the same folder, then ``os.replace``) and returns its path.
@@ -18,9 +18,9 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facelab.results import TaskMetrics  # noqa: E402
+
 DPI = 120
-#: sklearn classification_report rows that are not classes.
-_SUMMARY_ROWS = ("accuracy", "macro avg", "weighted avg", "micro avg", "samples avg")
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -109,20 +109,20 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: str | Path, nor
     return _save(fig, path)
 
 
-def plot_per_class(report: dict, accuracy: float, path: str | Path, title: str) -> Path:
-    """Precision, recall and F1 per class (and macro/weighted averages) with accuracy dashed.
-
-    ``report`` is sklearn's ``classification_report(..., output_dict=True)``; the race paper's
-    Fig. 9.
-    """
-    rows = [k for k, v in report.items() if isinstance(v, dict) and k not in _SUMMARY_ROWS]
-    rows += [k for k in ("macro avg", "weighted avg") if isinstance(report.get(k), dict)]
-    metrics = (("precision", "o"), ("recall", "s"), ("f1-score", "^"))
+def plot_per_class(metrics: TaskMetrics, path: str | Path, title: str) -> Path:
+    """Precision, recall and F1 per class (and macro/weighted averages) with accuracy dashed:
+    the race paper's Fig. 9."""
+    scores = dict(metrics.per_class)
+    for average in ("macro", "weighted"):
+        if getattr(metrics, average) is not None:
+            scores[f"{average} avg"] = getattr(metrics, average)
+    rows, accuracy = list(scores), metrics.accuracy
+    markers = (("precision", "o"), ("recall", "s"), ("f1", "^"))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.5))
     x = np.arange(len(rows))
     width = 0.25
-    for i, (metric, marker) in enumerate(metrics):
-        values = [report[r].get(metric, np.nan) for r in rows]
+    for i, (metric, marker) in enumerate(markers):
+        values = [getattr(scores[r], metric) for r in rows]
         ax.bar(x + (i - 1) * width, values, width, alpha=0.35, label=None)
         ax.plot(x + (i - 1) * width, values, marker, linestyle="none", markersize=7, label=metric)
     ax.axhline(accuracy, linestyle="--", color="black", linewidth=1,

@@ -1,0 +1,94 @@
+"""The ``Run`` value: one execution of a recipe, passed explicitly to every lifecycle hook."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facelab.recipe import Recipe, iter_component_specs
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run's identity: facelab's id, display name, output folder, tags and recipe."""
+
+    id: str
+    name: str
+    output_dir: Path
+    recipe: Recipe
+    tags: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "output_dir": str(self.output_dir),
+                "recipe": self.recipe.name, "tags": dict(self.tags), "started": self.started}
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_output_dir(recipe: Recipe) -> Path:
+    """``<output_dir>/<recipe name>-<YYYYmmdd-HHMMSS>[-n]``, created now."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", recipe.name).strip("._") or "run"
+    base = Path(recipe.schema.output_dir).expanduser() / f"{safe}-{stamp}"
+    path, i = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            path, i = Path(f"{base}-{i}"), i + 1
+
+
+def provenance_tags(recipe: Recipe) -> dict[str, str]:
+    """Tags every run carries: recipe, versions of facelab and of the plugins used, git."""
+    from facelab import __version__
+
+    tags = {"facelab.recipe": recipe.name, "facelab.recipe_hash": recipe.digest,
+            "facelab.version": __version__}
+    packages: dict[str, str] = {}
+    for spec in iter_component_specs(recipe):
+        origin = spec.component.origin
+        packages[origin.package] = origin.version
+        tags[f"facelab.component.{spec.where}"] = (
+            f"{spec.name} ({origin.package} {origin.version}, {origin.plugin})")
+    tags["facelab.plugins"] = ", ".join(f"{p}=={v}" for p, v in sorted(packages.items()))
+    if recipe.path is not None:
+        tags["facelab.recipe_path"] = str(Path(recipe.path).resolve())
+    if recipe.overrides:
+        tags["facelab.overrides"] = " ".join(recipe.overrides)
+    tags.update(git_tags(recipe.path))
+    return tags
+
+
+def git_tags(recipe_path: str | Path | None) -> dict[str, str]:
+    """The git commit (and whether the tree is dirty) of the recipe's repository, else of the
+    facelab source tree; nothing when neither is in a git repository."""
+    import facelab
+
+    folders = [Path(recipe_path).resolve().parent] if recipe_path else []
+    folders.append(Path(facelab.__file__).resolve().parent)
+    for folder in folders:
+        commit = _git(folder, "rev-parse", "HEAD")
+        if commit:
+            dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
+            return {"facelab.git_commit": commit, "facelab.git_dirty": "true" if dirty else "false"}
+    return {}
+
+
+def _git(folder: Path, *args: str) -> str:
+    if not folder.is_dir():
+        return ""
+    try:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""

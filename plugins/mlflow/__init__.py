@@ -1,0 +1,86 @@
+"""The MLflow plugin: every run tracked in MLflow, and the commands that read the store.
+
+It observes runs through the lifecycle hooks (``run_started``, ``epoch_ended``,
+``run_finished``, ``run_failed``) and adds ``facelab runs``, ``compare``, ``ui`` and ``sweep``.
+Set ``tracking.enabled: false`` in a recipe, or ``FACELAB_DISABLE_PLUGINS=mlflow``, and runs
+still train, evaluate and write their outputs, with nothing sent to MLflow. MLflow is imported
+only when a run is tracked or a command reads the store.
+"""
+
+from __future__ import annotations
+
+import facelab
+
+
+def _tracked(run) -> bool:
+    return run.recipe.schema.tracking.enabled
+
+
+@facelab.hookimpl
+def run_started(run, data):
+    if not _tracked(run):
+        return None
+    from facelab.plugins.mlflow import tracking
+
+    settings = run.recipe.schema.tracking
+    tags = {**run.tags, tracking.RUN_ID_TAG: run.id}
+    if "facelab.git_commit" in tags:
+        tags["mlflow.source.git.commit"] = tags["facelab.git_commit"]
+    started = tracking.start(run.name, tags, run.recipe.schema.description, settings.uri,
+                             settings.experiment, settings.system_metrics)
+    # a failure from here on reaches run_failed, which ends this MLflow run
+    tracking.log_params(run.recipe.flat())
+    tracking.log_datasets(run.recipe, data)
+    return {"MLflow run": started.info.run_id}
+
+
+@facelab.hookimpl
+def epoch_ended(run, epoch, metrics):
+    if _tracked(run):
+        from facelab.plugins.mlflow import tracking
+
+        tracking.log_metrics(metrics, step=epoch)
+
+
+@facelab.hookimpl(trylast=True)
+def run_finished(run, result, outputs):
+    """Last of the observers, so the files others wrote into the output folder are logged."""
+    if not _tracked(run):
+        return
+    from facelab.plugins.mlflow import tracking
+
+    run_id = tracking.find_run(run.id)
+    # a failure here reaches run_failed, which ends the still-running MLflow run FAILED
+    tracking.log_metrics(result.final_metrics())
+    if run.recipe.schema.tracking.log_model:
+        tracking.log_model(outputs.model, run.recipe, outputs.data)
+    tracking.finish(run_id, "FINISHED", None, run.output_dir)
+
+
+@facelab.hookimpl(trylast=True)
+def run_failed(run, status, error):
+    if not _tracked(run):
+        return
+    from facelab.plugins.mlflow import tracking
+
+    run_id = tracking.find_run(run.id)
+    if run_id is None:  # it failed before its MLflow run started, or that run has ended
+        return
+    tracking.finish(run_id, status, describe(status, error), run.output_dir)
+
+
+def describe(status: str, error: BaseException) -> str:
+    """The ``facelab.error`` tag: what ended the run."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if status == "KILLED":
+        return "terminated (SIGTERM)"
+    return f"{type(error).__name__}: {error}"
+
+
+@facelab.hookimpl
+def register_commands(cli):
+    from facelab.plugins.mlflow import commands
+
+    for command in (commands.sweep, commands.runs, commands.compare, commands.ui):
+        cli.add_command(command)

@@ -1,0 +1,272 @@
+"""The MLflow plugin's commands: ``facelab sweep``, ``runs``, ``compare`` and ``ui``.
+
+They read (or, for ``sweep``, fill) the same store ``facelab run`` logs to. MLflow is imported
+inside each command; TensorFlow only when a sweep trains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.text import Text
+
+from facelab.cli import SET, console, err_console, quiet_tensorflow
+from facelab.errors import FacelabError
+from facelab.tables import PlainTable
+
+TRACKING_URI = click.option(
+    "--tracking-uri", "uri", metavar="URI",
+    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
+
+
+def _short(run_id: str | None) -> str:
+    return (run_id or "-")[:8]
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{round(value):,}"
+    return f"{value:.4f}"
+
+
+@click.command()
+@click.argument("recipes", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
+              help="A recipe key and the values to try (commas inside [...] do not split). "
+                   "Repeatable; every combination runs.")
+@SET
+@click.option("--shard", metavar="I/N", help="Run only shard I of N (1-based): combinations "
+              "k with k % N == I-1, for machines sharing one tracking server.")
+@click.option("--dry-run", is_flag=True, help="Validate every combination and list them; "
+              "train nothing.")
+def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str, ...],
+          shard: str | None, dry_run: bool) -> None:
+    """Run every combination of RECIPES x --grid values as child runs of one MLflow parent run.
+
+    Every combination is validated before any run starts. --set applies to all of them, under
+    the grid's values. A failing child is recorded and the sweep goes on (exit code 1 at the
+    end); Ctrl-C or SIGTERM stops it, ending the runs KILLED.
+
+    \b
+    Examples:
+      facelab sweep recipes/quickstart.yaml --grid model.attention.type=none,cbam \\
+          --grid data.balancer.type=none,oversample --set train.epochs=3
+      facelab sweep recipes/race-2025/base.yaml recipes/race-2025/bd.yaml \\
+          recipes/race-2025/bd-am.yaml --shard 1/3
+    """
+    from facelab.plugins.mlflow import sweep as sweeps
+
+    if dry_run:
+        parsed = sweeps.parse_grid(grid)
+        every = sweeps.combinations(recipes, parsed)
+        index, count = sweeps.parse_shard(shard)
+        loaded = sweeps.validate(every, overrides)
+        mine = {c.index for c in sweeps.shard(every, index, count)}
+        sweep_id = sweeps.sweep_id(recipes, parsed, overrides)
+        table = PlainTable(title=f"sweep {sweep_id}: {len(every)} combinations, all valid "
+                                 "(--dry-run)")
+        for column in ("#", "run name", "recipe", f"shard {index}/{count}"):
+            table.add_column(column, overflow="fold")
+        for combo, recipe in zip(every, loaded):
+            table.add_row(str(combo.index), combo.label(recipe.name), str(combo.recipe_path),
+                          "yes" if combo.index in mine else "")
+        console.print(table)
+        return
+    quiet_tensorflow()
+    from facelab.console import EpochProgress, RichProgress
+    from facelab.runner import run_recipe
+
+    progress = RichProgress(console)
+
+    def run_one(recipe, name, tags):
+        return run_recipe(recipe, name=name, tags=tags, progress=progress,
+                          callbacks=[EpochProgress(progress, recipe.schema.train.epochs)])
+
+    def on_start(position, total, name):
+        console.rule(Text.assemble((f"{position}/{total}", "bold"), f" {name}"))
+
+    try:
+        result = sweeps.run_sweep(recipes, grid, overrides, shard, run=run_one,
+                                  on_start=on_start)
+        failed = False
+    except sweeps.SweepFailed as exc:
+        result, failed = exc.result, True
+    keys = sorted({k for c in result.children for k in c.metrics})
+    table = PlainTable(title=f"sweep {result.sweep_id} (parent run {result.parent_run_id})")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("run name", overflow="fold", min_width=16)
+    table.add_column("status", overflow="fold")
+    for key in keys:
+        table.add_column(store.metric_label(key), justify="right", no_wrap=True)
+    for child in result.children:
+        table.add_row(_short(child.run_id), child.name,
+                      child.status if not child.error else f"{child.status}: {child.error}"[:80],
+                      *(_num(child.metrics.get(k)) for k in keys))
+    console.print(table)
+    if failed:
+        err_console.print(Text(f"{len(result.failed)} of {len(result.children)} runs failed",
+                               style="bold red"))
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--experiment", "-e", metavar="NAME", help="Only this experiment (default: all).")
+@click.option("--sweep", "sweep_id", metavar="SWEEP_ID", help="Only the runs of this sweep.")
+@click.option("--filter", "filter_string", default="", metavar="EXPR",
+              help="An MLflow search filter, e.g. \"params.`model.attention.type` = 'cbam'\".")
+@click.option("--limit", "-n", default=20, show_default=True, help="Newest runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@TRACKING_URI
+def runs(experiment: str | None, sweep_id: str | None, filter_string: str, limit: int,
+         as_json: bool, uri: str | None) -> None:
+    """List runs, newest first, with their key metrics (test accuracy and macro F1 per task,
+    parameters, FPS).
+
+    \b
+    Examples:
+      facelab runs
+      facelab runs --experiment quickstart --json
+    """
+    from facelab.plugins.mlflow import store
+
+    client = store.client(uri)
+    found = store.search(client, experiment, limit, filter_string, sweep_id)
+    metrics = store.key_metrics(found)
+    rows = [store.run_row(r, metrics) for r in found]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    import datetime
+
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    table = PlainTable(title=f"{len(rows)} runs ({store.store_uri(uri)})",
+                  caption="acc: test accuracy; F1: test macro F1")
+    several = len({row["experiment_id"] for row in rows}) > 1
+    table.add_column("run id", no_wrap=True)
+    if several:
+        table.add_column("experiment", overflow="fold")
+    table.add_column("name", overflow="fold", min_width=12)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    for column in metrics:
+        table.add_column(store.metric_label(column), justify="right", no_wrap=True)
+    for row in rows:
+        started = datetime.datetime.fromtimestamp(row["start_time"] / 1000)
+        status = Text(row["status"], style="" if row["status"] == "FINISHED" else "red")
+        table.add_row(_short(row["run_id"]),
+                      *([names.get(row["experiment_id"], "?")] if several else []), row["name"],
+                      status, started.strftime("%m-%d %H:%M"),
+                      *(_num(row["metrics"].get(k)) for k in metrics))
+    console.print(table)
+
+
+@click.command()
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--all", "show_all", is_flag=True, help="Show equal params too.")
+@click.option("--metric", "patterns", multiple=True, metavar="GLOB",
+              help="Only metrics matching this wildcard, e.g. 'test/*'. Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@TRACKING_URI
+def compare(run_ids: tuple[str, ...], show_all: bool, patterns: tuple[str, ...],
+            as_json: bool, uri: str | None) -> None:
+    """Compare runs side by side: the params that differ, then every final metric (overall,
+    per class, macro and weighted averages, efficiency). Run ids may be unique prefixes.
+
+    \b
+    Examples:
+      facelab compare 3e2dc0e0 157ccbc1
+      facelab compare 3e2dc0e0 157ccbc1 --metric 'test/*' --json
+    """
+    from facelab.plugins.mlflow import store
+
+    client = store.client(uri)
+    found = [store.resolve_run(client, r) for r in run_ids]
+    result = store.compare(found, show_all, patterns)
+    if as_json:
+        click.echo(json.dumps({
+            "runs": [{"run_id": r.info.run_id, "name": r.info.run_name,
+                      "status": r.info.status} for r in found],
+            "params": dict(result.params), "tags": dict(result.tags),
+            "metrics": dict(result.metrics)}, indent=2))
+        return
+    headers = [f"{r.info.run_name}\n{_short(r.info.run_id)}" for r in found]
+    two = len(found) == 2
+    table = PlainTable(title=f"params that differ ({len(result.params)}; "
+                        f"{result.same_params} equal{' shown' if show_all else ' hidden'})")
+    table.add_column("param")
+    for header in headers:
+        table.add_column(header)
+    for key, values in [*result.params, *((f"tag {k}", v) for k, v in result.tags)]:
+        table.add_row(key, *("-" if v is None else v for v in values))
+    console.print(table)
+    table = PlainTable(title="metrics (last value)")
+    table.add_column("metric")
+    for header in headers:
+        table.add_column(header, justify="right")
+    if two:
+        table.add_column("delta (2nd - 1st)", justify="right")
+    for key, values in result.metrics:
+        cells = [_num(v) for v in values]
+        if two:
+            a, b = values
+            cells.append("-" if a is None or b is None else f"{b - a:+.4f}")
+        table.add_row(key, *cells)
+    console.print(table)
+    console.print(f"in the MLflow UI (facelab ui): {store.compare_url('http://127.0.0.1:5000', found)}",
+                  highlight=False, soft_wrap=True)
+
+
+@click.command()
+@click.option("--port", "-p", default=5000, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface; keep 127.0.0.1 unless you mean to share the UI.")
+@TRACKING_URI
+def ui(port: int, host: str, uri: str | None) -> None:
+    """Start the MLflow UI on the same store as `facelab run` (Ctrl-C stops it).
+
+    \b
+    Example:
+      facelab ui --port 5001
+    """
+    import signal
+    import subprocess
+
+    from facelab.plugins.mlflow import store
+
+    resolved = store.store_uri(uri)
+    if resolved.startswith(("http://", "https://")):
+        console.print(f"{resolved} is a tracking server already: open it in a browser")
+        return
+    if not store.port_free(host, port):
+        raise FacelabError(f"--port {port}: already in use on {host}; pick another, "
+                           "e.g. --port 5001")
+    # The server (and its workers) get their own process group, stopped as a whole below, also
+    # when we are stopped by SIGTERM rather than Ctrl-C.
+    process = subprocess.Popen(store.ui_command(resolved, host, port), env=store.ui_env(),
+                               start_new_session=True)
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
+    click.echo(f"MLflow UI: http://{host}:{port}  (Ctrl-C to stop)")
+    click.echo(f"store: {resolved}")
+    sys.stdout.flush()
+    try:
+        sys.exit(process.wait())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)

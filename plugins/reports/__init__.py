@@ -1,0 +1,1 @@
+"""Built-in report observers: figures and CSV/JSON tables written into each run's outputs."""
