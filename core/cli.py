@@ -62,7 +62,25 @@ def error_line(message: str) -> Text:
 class FacelabGroup(click.Group):
     """The command group: user errors from any command (the core's or a plugin's) print one
     line and exit 2; Ctrl-C and SIGTERM print one line and exit 130 and 143. ``--debug`` shows
-    tracebacks."""
+    tracebacks. Plugins add their commands (hook ``register_commands``) the first time a command
+    is looked up or listed."""
+
+    plugin_commands_added = False
+
+    def add_plugin_commands(self) -> None:
+        if not self.plugin_commands_added:
+            self.plugin_commands_added = True
+            from facelab.manager import get_plugin_manager
+
+            get_plugin_manager().hook.register_commands(cli=self)
+
+    def get_command(self, ctx: click.Context, name: str):
+        self.add_plugin_commands()
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context):
+        self.add_plugin_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -278,18 +296,9 @@ def summary(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     console.print(table)
 
 
-def add_plugin_commands(group: click.Group) -> None:
-    """Let every loaded plugin add its commands (hook ``register_commands``)."""
-    from facelab.manager import get_plugin_manager
-
-    get_plugin_manager().hook.register_commands(cli=group)
-
-
 def main() -> None:
     cli(prog_name="facelab")
 
-
-add_plugin_commands(cli)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ def test_plugins_filters_by_kind_and_wildcard(cli_runner):
     assert rows[0]["summary"].startswith("A small CNN")
     everything = json.loads(cli_runner.invoke(cli, ["plugins", "--json"]).output)
     kinds = {r["kind"] for r in everything}
-    assert kinds == {"dataset", "detector", "balancer", "augmentation", "backbone", "attention",
-                     "head", "loss"}
+    assert kinds == {"dataset", "detector", "split", "balancer", "augmentation", "backbone",
+                     "attention", "head", "loss"}
     plural = json.loads(cli_runner.invoke(cli, ["plugins", "heads", "--json"]).output)
     assert plural and {r["kind"] for r in plural} == {"head"}
     full = json.loads(cli_runner.invoke(cli, ["plugins", "loss", "--all", "--json"]).output)

@@ -1,13 +1,15 @@
-"""core/figures.py: each function writes a readable PNG atomically and returns its path."""
+"""plugins/reports/drawing.py: each function writes a readable PNG atomically and returns its path."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import confusion_matrix
 
-from facelab import figures
+from facelab.data import Task
+from facelab.evaluate import classification_metrics
+from facelab.plugins.reports import drawing as figures
 
 CLASSES = ["white", "black", "asian", "indian"]
 
@@ -48,10 +50,9 @@ def test_confusion_counts_and_normalised(tmp_path):
 def test_per_class(tmp_path):
     rng = np.random.default_rng(1)
     y_true, y_pred = rng.integers(0, 4, 300), rng.integers(0, 4, 300)
-    report = classification_report(y_true, y_pred, target_names=CLASSES, output_dict=True,
-                                   zero_division=0)
+    metrics = classification_metrics(y_true, y_pred, Task("race", tuple(CLASSES)))
     path = tmp_path / "per_class.png"
-    check_png(path, figures.plot_per_class(report, report["accuracy"], path, title="race"))
+    check_png(path, figures.plot_per_class(metrics, path, title="race"))
 
 
 @pytest.mark.parametrize("channels", [1, 3])

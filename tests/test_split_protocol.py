@@ -8,8 +8,15 @@ import pytest
 
 from facelab.data import SampleTable, Task
 from facelab.manager import get_registry
-from facelab.recipe import SplitSpec
-from facelab.split import split_and_balance
+from facelab.split import SplitRequest
+
+
+def split_and_balance(table, images, split_type, params, tasks, stratify, balance_on, balancer,
+                      seed):
+    """Split as the pipeline does: the registered split component on a SplitRequest."""
+    component = get_registry().get("split", split_type)
+    splitter = component.factory(component.validate(params, "data.split"), None)
+    return splitter.split(SplitRequest(table, images, tasks, stratify, balance_on, balancer, seed))
 
 REAL_COUNTS = {"white": 10078, "black": 4526, "asian": 3434, "indian": 3975}
 CLASSES = tuple(REAL_COUNTS)
@@ -26,9 +33,13 @@ def utkface_like():
     return SampleTable(frame, {"race": Task("race", CLASSES)}), images
 
 
+#: the first wave's protocol names -> the split components that replaced them
+SPLIT_TYPE = {"paper": "race-2025", "sound": "stratified"}
+
+
 def _split(table, images, protocol, balancer):
     component = get_registry().get("balancer", balancer)
-    return split_and_balance(table, images, SplitSpec(protocol=protocol, test=0.2, val=0.1),
+    return split_and_balance(table, images, SPLIT_TYPE[protocol], {"test": 0.2, "val": 0.1},
                              ["race"], "race", "race",
                              component.factory(component.validate({}, "b"), None), seed=42)
 
@@ -78,9 +89,9 @@ def test_counts_split_per_source():
                           "gender": [-1] * 100 + [0, 1] * 100})
     table = SampleTable(frame, {"smile": Task("smile", ("no", "yes")),
                                 "gender": Task("gender", ("m", "f"))})
-    spec = SplitSpec(test=0.2, val=0, by_source={"a": {"test": 30, "val": 10, "train": 40}})
+    spec = {"test": 0.2, "val": 0, "by_source": {"a": {"test": 30, "val": 10, "train": 40}}}
     component = get_registry().get("balancer", "none")
-    splits = split_and_balance(table, np.zeros((300, 1, 1, 1), np.uint8), spec,
+    splits = split_and_balance(table, np.zeros((300, 1, 1, 1), np.uint8), "stratified", spec,
                                ["smile", "gender"], "smile", "smile",
                                component.factory(component.validate({}, "b"), None), seed=0)
     sources = table.frame["source"].to_numpy()

@@ -11,11 +11,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import RECIPES
-from facelab import sweep as sweeps
+from facelab.plugins.mlflow import sweep as sweeps
 from facelab.cli import cli
 from facelab.errors import FacelabError
 
@@ -49,7 +50,7 @@ def test_a_stopped_run_ends_failed_or_killed_with_partial_artifacts(
         workdir, shared_cache, monkeypatch, stop, status, error):
     from facelab import pipeline
     from facelab.runner import run_recipe
-    from facelab.tracking import RunTerminated
+    from facelab.errors import RunTerminated
 
     def train(*args, **kwargs):
         if stop == "raise":
@@ -200,11 +201,11 @@ def test_sweep_runs_children_under_one_parent(workdir, cli_runner, shared_cache,
 def test_a_failing_child_is_recorded_and_the_sweep_goes_on(workdir, shared_cache, monkeypatch):
     calls = []
 
-    def run(recipe, name):
+    def run(recipe, name, tags):
         calls.append(name)
         if "cbam" in name:
             raise RuntimeError("child exploded")
-        return None
+        return SimpleNamespace(references={}, headline=lambda: {})
 
     with pytest.raises(sweeps.SweepFailed) as info:
         sweeps.run_sweep([QUICKSTART], ["model.attention.type=cbam,none"],
@@ -227,7 +228,7 @@ def test_reading_commands_need_a_store(workdir, cli_runner):
 
 
 def test_ui_serves_the_same_store(workdir):
-    from facelab.runs import port_free
+    from facelab.plugins.mlflow.store import port_free
 
     store().search_experiments()  # creates mlflow.db
     port = next(p for p in range(5123, 5200) if port_free("127.0.0.1", p))
@@ -281,9 +282,7 @@ def servers_on(port: int) -> list[int]:
 def test_paper_diff_reads_both_row_shapes():
     """One-task rows (race paper) and task -> accuracy rows with list-valued recipes (multi-task
     paper), on a stand-in run; the real race paper.yaml picks model2 for bd-am.yaml."""
-    from types import SimpleNamespace
-
-    from facelab import paper_diff
+    from facelab.plugins.papers import paper_diff
 
     paper = {"paper": "p", "device": None,
              "recipes": {"config_a": ["config-a-smile.yaml", "config-a-age.yaml"],
@@ -295,7 +294,8 @@ def test_paper_diff_reads_both_row_shapes():
                               None, "paper.yaml")
     assert row == "config_a"
     run = SimpleNamespace(info=SimpleNamespace(run_id="r" * 32, run_name="a"), data=SimpleNamespace(
-        metrics={"total_params": 2418146.0, "test_smile_accuracy": 0.9, "fps": 100.0}))
+        metrics={"efficiency/total_params": 2418146.0, "test/smile/accuracy": 0.9,
+                 "efficiency/fps": 100.0}))
     diff = paper_diff.build(run, paper, "paper.yaml", row, ["smile"], None, {"device": "CPU"})
     lines = {x.quantity: x for x in diff.lines}
     assert set(lines) == {"total parameters", "test accuracy", "fps"}  # no age line

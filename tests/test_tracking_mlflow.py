@@ -140,21 +140,21 @@ def test_params_tags_and_metric_histories(world, client):
         assert "model.attention.type=" in tags["facelab.overrides"]
         assert tags["mlflow.note.content"].startswith("Small CNN")
         # per-epoch metrics, one point per epoch, under train/ and val/
-        for key in ("train/loss", "train/race_accuracy", "val/loss", "val/race_accuracy",
-                    "learning_rate"):
+        for key in ("epoch/train/loss", "epoch/train/race/accuracy", "epoch/val/loss",
+                    "epoch/val/race/accuracy", "epoch/learning_rate"):
             history = client.get_metric_history(run.info.run_id, key)
-            assert [m.step for m in history] == [0, 1], key
+            assert [m.step for m in history] == [1, 2], key  # epochs count from 1
         # final metrics: overall, per class, macro/weighted, per group, efficiency
-        for key in ("test_race_accuracy", "test_race_asian_f1-score",
-                    "test_race_macro_avg_recall", "test_race_weighted_avg_precision",
-                    "test_race_worst_group_accuracy", "total_params", "fps", "ms_per_image"):
+        for key in ("test/race/accuracy", "test/race/f1/asian", "test/race/recall_macro",
+                    "test/race/precision_weighted", "test/race/worst_group_accuracy",
+                    "efficiency/total_params", "efficiency/fps", "efficiency/ms_per_image"):
             assert key in run.data.metrics, key
     assert a.data.params["model.attention.type"] == "none"
     assert b.data.params["model.attention.type"] == "cbam"
     differing = {k for k in a.data.params if a.data.params[k] != b.data.params.get(k)}
     assert differing == {"model.attention.type", "tracking.run_name"}
     assert a.data.tags["facelab.recipe_hash"] != b.data.tags["facelab.recipe_hash"]
-    assert b.data.metrics["total_params"] > a.data.metrics["total_params"]
+    assert b.data.metrics["efficiency/total_params"] > a.data.metrics["efficiency/total_params"]
 
 
 def test_artifacts_are_in_tidy_folders(world, client):
@@ -197,7 +197,7 @@ def test_logged_model_reloads_and_predicts(world, client):
     import mlflow
     from mlflow.models import get_model_info
 
-    from facelab.tracking import load_model
+    from facelab.plugins.mlflow.tracking import load_model
 
     run = client.get_run(world["runs"]["cbam"])
     outputs = run.outputs.model_outputs
@@ -227,7 +227,7 @@ def test_runs_and_compare_commands(world):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert {r["run_id"] for r in rows} == {a, b}
-    assert all("test_race_accuracy" in r["metrics"] for r in rows)
+    assert all("test/race/accuracy" in r["metrics"] for r in rows)
     result = runner.invoke(cli, ["runs", "--tracking-uri", url])
     assert result.exit_code == 0, result.output
     assert a[:8] in result.output and "tiny-cbam" in result.output
@@ -237,12 +237,12 @@ def test_runs_and_compare_commands(world):
     data = json.loads(result.output)
     assert data["params"]["model.attention.type"] == ["none", "cbam"]
     assert "train.epochs" not in data["params"]
-    assert "test_race_white_precision" in data["metrics"]
-    assert data["metrics"]["total_params"][0] < data["metrics"]["total_params"][1]
+    assert "test/race/precision/white" in data["metrics"]
+    assert data["metrics"]["efficiency/total_params"][0] < data["metrics"]["efficiency/total_params"][1]
     result = runner.invoke(cli, ["compare", a, b, "--tracking-uri", url], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "model.attention.type" in result.output and "cbam" in result.output
-    assert "test_race_asian_f1-score" in result.output
+    assert "test/race/f1/asian" in result.output
     assert "compare-runs?runs=" in result.output
 
     result = runner.invoke(cli, ["compare", a, "ffff0000", "--tracking-uri", url])
@@ -265,12 +265,12 @@ def test_paper_diff_prints_and_logs(world, client):
     accuracy = lines["test accuracy"]
     assert accuracy["paper"] == pytest.approx(0.8819)          # 88.19 % read as a rate
     run = client.get_run(run_id)
-    assert accuracy["run"] == pytest.approx(run.data.metrics["test_race_accuracy"])
+    assert accuracy["run"] == pytest.approx(run.data.metrics["test/race/accuracy"])
     assert accuracy["delta"] == pytest.approx(accuracy["run"] - 0.8819)
     assert lines["white support (test images)"]["paper"] == 37
     assert "fps" in lines and "T4" in lines["fps"]["note"]
     # logged to the run: artifact, delta metrics, tags
-    assert run.data.metrics["paper_diff/test_race_accuracy"] == pytest.approx(accuracy["delta"])
+    assert run.data.metrics["paper_diff/test/race/accuracy"] == pytest.approx(accuracy["delta"])
     assert run.data.tags["facelab.paper_row"] == "model-b"
     assert run.data.tags["facelab.paper_params_exact"] == "false"
     assert {a.path for a in client.list_artifacts(run_id, "paper_diff")} == {
@@ -309,7 +309,7 @@ def test_mlflow_ui_in_a_real_browser(world, client):
             page.get_by_text("Comparing 2 Runs").first.wait_for(timeout=90_000)
             page.get_by_text("model.attention.type").first.wait_for(timeout=60_000)
             page.get_by_text("cbam", exact=True).first.wait_for(timeout=60_000)
-            page.get_by_text("test_race_accuracy").first.wait_for(timeout=60_000)
+            page.get_by_text("test/race/accuracy").first.wait_for(timeout=60_000)
             _tidy(page)
             page.screenshot(path=str(shots / "mlflow-compare.png"), full_page=True)
 

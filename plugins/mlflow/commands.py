@@ -61,6 +61,7 @@ def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
       facelab sweep recipes/race-2025/base.yaml recipes/race-2025/bd.yaml \\
           recipes/race-2025/bd-am.yaml --shard 1/3
     """
+    from facelab.plugins.mlflow import store
     from facelab.plugins.mlflow import sweep as sweeps
 
     if dry_run:
