@@ -37,8 +37,6 @@ def quiet_tensorflow() -> None:
     printed before its logging honours TF_CPP_MIN_LOG_LEVEL. Import errors still raise.
     Commands that build or run a model call this first."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()

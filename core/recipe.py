@@ -5,8 +5,11 @@ Every error is a :class:`FacelabError` naming the recipe file and the key path.
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
 import hashlib
+import importlib.util
 import inspect
 import os
 import re
@@ -97,10 +100,10 @@ class EvaluateSection(Params):
 
 
 class TrackingSection(Params):
-    experiment: str = field("facelab", "MLflow experiment name")
-    uri: str | None = field(None, "tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    run_name: str | None = field(None, "MLflow run name (default: the recipe name)")
-    enabled: bool = field(True, "log to MLflow")
+    experiment: str = field("facelab", "experiment name in the tracking store")
+    uri: str | None = field(None, "tracking store URI (default: the tracking plugin's own)")
+    run_name: str | None = field(None, "run name (default: the recipe name)")
+    enabled: bool = field(True, "track the run (tracking plugins log nothing when false)")
     log_model: bool = field(True, "log the trained model")
     system_metrics: bool = field(False, "log CPU/GPU/memory system metrics")
     tags: dict[str, str] = field({}, "extra run tags")
@@ -116,7 +119,7 @@ class RecipeSchema(Params):
     model: ModelSection = field(..., "model section")
     train: TrainSection = field(..., "training section")
     evaluate: EvaluateSection = field(EvaluateSection(), "evaluation section")
-    tracking: TrackingSection = field(TrackingSection(), "MLflow tracking section")
+    tracking: TrackingSection = field(TrackingSection(), "experiment tracking, read by tracking plugins")
 
 
 SECTIONS = ("name", "description", "paper", "seed", "output_dir", "data", "model", "train",
@@ -205,7 +208,7 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
 
     def flat(self) -> dict[str, Any]:
-        """The resolved recipe flattened to dot keys (for MLflow params)."""
+        """The resolved recipe flattened to dot keys (for tracking params)."""
         return dict(flatten(self.to_dict()))
 
     @property
@@ -235,8 +238,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), registry: Regis
 
     path = Path(path)
     raw = _read_with_extends(path, chain=())
-    for override in overrides:
-        apply_override(raw, override)
+    raw = apply_overrides(raw, overrides)
     where = str(path)
     raw = _expand(raw, where, ())
     return validate_recipe(raw, registry or get_registry(), where=where, path=path,
@@ -284,8 +286,10 @@ def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
         if value is not None and value not in tasks:
             raise FacelabError(f"{key}: {did_you_mean(value, tasks, what='task')} "
                                "(tasks are the keys of model.heads)", where=where)
-    _prefix_errors(lambda: check_keras_object("optimizer", train.optimizer, "train.optimizer"),
-                   where)
+    # with a schedule, the optimizer's learning_rate is the schedule (see compile_model)
+    supplied = ("learning_rate",) if train.schedule is not None else ()
+    _prefix_errors(lambda: check_keras_object("optimizer", train.optimizer, "train.optimizer",
+                                              supplied), where)
     if train.schedule is not None:
         _prefix_errors(lambda: check_keras_object("schedule", train.schedule, "train.schedule"),
                        where)
@@ -312,9 +316,12 @@ def _split_value(value: dict[str, Any], where: str) -> dict[str, Any]:
     """``data.split`` without ``type`` is the built-in ``stratified`` split; the first wave's
     ``protocol`` key gets a message saying what replaced it."""
     if "protocol" in value:
-        raise FacelabError("data.split.protocol: replaced by data.split.type; use "
-                           "'type: stratified' (was protocol: sound) or 'type: race-2025' "
-                           "(was protocol: paper, from the papers plugin)", where=where)
+        from facelab.manager import get_registry
+
+        known = ", ".join(get_registry().names("split"))
+        raise FacelabError("data.split.protocol: replaced by data.split.type, a split component "
+                           f"(protocol sound is type stratified); known splits: {known}",
+                           where=where)
     return value if "type" in value else {"type": "stratified", **value}
 
 
@@ -345,37 +352,301 @@ def _prefix_errors(fn: Any, where: str) -> Any:
 # --------------------------------------------------------------------------------------------
 # Keras optimizers and schedules by name
 # --------------------------------------------------------------------------------------------
+#
+# Validating ``train.optimizer`` and ``train.schedule`` must not import Keras: ``import keras``
+# imports TensorFlow (about 10 s), and ``facelab validate``, ``show`` and every sweep
+# combination validate recipes. Keras has no import-free API for its classes' signatures, so
+# the check reads Keras's own source by hand: the public API file (``keras/optimizers/
+# __init__.py``, or ``keras/api/optimizers/__init__.py`` in older releases) maps each public name
+# to the module defining it, and that module's class gives the ``__init__`` argument names,
+# all with ``ast`` and no import. Anything the reader does not expect (another layout, a name
+# it cannot follow) makes it fall back to importing Keras, so nothing passes unchecked.
+# Argument *values* are checked when the object is built, at training time
+# (``build_keras_object``; ``check_keras_values`` does it up front).
 
-def keras_class(kind: str, name: str, where: str) -> type:
-    """The Keras optimizer or learning-rate schedule class called ``name`` (any case, - or _)."""
+#: kind -> (API package below keras/, its base class), e.g. every optimizer subclasses Optimizer.
+_KERAS_KINDS = {"optimizer": ("optimizers", "Optimizer"),
+                "schedule": ("optimizers.schedules", "LearningRateSchedule")}
+
+
+class _KerasSourceError(Exception):
+    """Keras's source is not laid out as the static reader expects."""
+
+
+@dataclass(frozen=True)
+class _Constructors:
+    """Public class name -> its ``__init__`` argument names, for one kind of Keras object."""
+
+    arguments: dict[str, tuple[str, ...]]
+    #: public class name -> the arguments without a default (``self`` left out)
+    required: dict[str, tuple[str, ...]]
+    #: False when some public name could not be followed, so a name missing here may exist
+    complete: bool
+
+
+class _KerasSource:
+    """Reads Keras's modules with ``ast``: what a module-level name is bound to, class bases,
+    constructor arguments."""
+
+    def __init__(self) -> None:
+        spec = importlib.util.find_spec("keras")  # finds the package; does not import it
+        if spec is None or not spec.submodule_search_locations:
+            raise _KerasSourceError("keras is not installed")
+        self.root = Path(list(spec.submodule_search_locations)[0])
+        self._trees: dict[Path, ast.Module] = {}
+
+    def file(self, module: str) -> Path | None:
+        """The source file of Keras module ``module`` (``keras.src.optimizers.adam``)."""
+        parts = module.split(".")
+        if parts[0] != "keras":
+            return None
+        path = self.root.joinpath(*parts[1:])
+        if len(parts) > 1 and path.with_suffix(".py").is_file():
+            return path.with_suffix(".py")
+        return path / "__init__.py" if (path / "__init__.py").is_file() else None
+
+    def tree(self, module: str) -> ast.Module:
+        path = self.file(module)
+        if path is None:
+            raise _KerasSourceError(f"no source for {module}")
+        if path not in self._trees:
+            self._trees[path] = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        return self._trees[path]
+
+    def is_module(self, module: str) -> bool:
+        return self.file(module) is not None
+
+    def lookup(self, module: str, name: str, depth: int = 0) -> tuple[str, Any]:
+        """What ``name`` is bound to at the top level of ``module``: ("class", (module,
+        ClassDef)), ("module", dotted name), ("other", None) for functions and constants,
+        ("outside", None) for something outside Keras, or ("unknown", None)."""
+        if depth > 20:
+            return "unknown", None
+        if module != "keras" and not module.startswith("keras."):
+            return "outside", None
+        if self.is_module(f"{module}.{name}"):
+            return "module", f"{module}.{name}"
+        if self.file(module) is None:
+            return "unknown", None
+        found: tuple[str, Any] = ("unknown", None)
+        for node in self.tree(module).body:  # the last top-level binding wins, as in Python
+            if isinstance(node, ast.ClassDef) and node.name == name:
+                found = ("class", (module, node))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                found = ("other", None)
+            elif isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    if (alias.asname or alias.name) == name:
+                        source = self._absolute(module, node)
+                        if source is None:
+                            found = ("unknown", None)
+                            continue
+                        found = ("import", (source, alias.name))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname == name:
+                        found = ("module", alias.name)
+                    elif alias.asname is None and alias.name.split(".")[0] == name:
+                        found = ("module", name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                    found = ("unknown", None)
+        if found[0] == "import":
+            source, original = found[1]
+            return self.lookup(source, original, depth + 1)
+        return found
+
+    def _absolute(self, module: str, node: ast.ImportFrom) -> str | None:
+        """The absolute module name of ``from <module> import ...`` inside ``module``."""
+        if not node.level:
+            return node.module
+        parts = module.split(".")
+        is_package = (self.file(module) or Path()).name == "__init__.py"
+        keep = len(parts) - node.level + (1 if is_package else 0)
+        if keep < 1:
+            return None
+        return ".".join([*parts[:keep], *([node.module] if node.module else [])])
+
+    def resolve(self, module: str, expr: ast.expr) -> tuple[str, Any]:
+        """What the expression ``expr`` (a class base: ``Name`` or ``module.Name``) refers to."""
+        if isinstance(expr, ast.Name):
+            return self.lookup(module, expr.id)
+        if isinstance(expr, ast.Attribute):
+            kind, value = self.resolve(module, expr.value)
+            if kind == "module":
+                return self.lookup(value, expr.attr)
+            return (kind, None) if kind == "outside" else ("unknown", None)
+        return "unknown", None
+
+    def subclasses(self, module: str, cls: ast.ClassDef, target: tuple[str, str],
+                   depth: int = 0) -> bool:
+        """Whether the class is ``target`` (module, name) or derives from it."""
+        if (module, cls.name) == target:
+            return True
+        if depth > 20:
+            raise _KerasSourceError(f"class hierarchy of {cls.name} too deep")
+        for base in cls.bases:
+            kind, value = self.resolve(module, base)
+            if kind == "class" and self.subclasses(*value, target, depth + 1):
+                return True
+            if kind not in ("class", "outside"):
+                raise _KerasSourceError(f"cannot follow base {ast.unparse(base)} of {cls.name}")
+        return False
+
+    def init_arguments(self, module: str, cls: ast.ClassDef, depth: int = 0,
+                       ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``__init__``'s parameter names in ``inspect.signature`` order (self included), and
+        those without a default (self left out)."""
+        for node in cls.body:
+            if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+                args = node.args
+                positional = [a.arg for a in (*args.posonlyargs, *args.args)]
+                names = [*positional, *([args.vararg.arg] if args.vararg else []),
+                         *(a.arg for a in args.kwonlyargs),
+                         *([args.kwarg.arg] if args.kwarg else [])]
+                required = positional[1:len(positional) - len(args.defaults)]
+                required += [a.arg for a, default in zip(args.kwonlyargs, args.kw_defaults)
+                             if default is None]
+                return tuple(names), tuple(required)
+        if depth > 20:
+            raise _KerasSourceError(f"class hierarchy of {cls.name} too deep")
+        for base in cls.bases:  # inherited __init__: the first base (in MRO order) that has one
+            kind, value = self.resolve(module, base)
+            if kind != "class":
+                raise _KerasSourceError(f"cannot follow base {ast.unparse(base)} of {cls.name}")
+            return self.init_arguments(*value, depth + 1)
+        raise _KerasSourceError(f"no __init__ found for {cls.name}")
+
+    def constructors(self, kind: str) -> _Constructors:
+        package, base_name = _KERAS_KINDS[kind]
+        api = next((m for m in (f"keras.{package}", f"keras.api.{package}")
+                    if (self.file(m) or Path()).name == "__init__.py"), None)
+        if api is None:
+            raise _KerasSourceError(f"no API file for keras.{package}")
+        kind_of_base, base = self.lookup(api, base_name)
+        if kind_of_base != "class":
+            raise _KerasSourceError(f"{api}.{base_name} is not a class")
+        target = (base[0], base[1].name)
+        arguments, required, complete = {}, {}, True
+        for node in self.tree(api).body:
+            if not isinstance(node, ast.ImportFrom):
+                if not isinstance(node, ast.Expr):  # the docstring
+                    complete = False
+                continue
+            for alias in node.names:
+                public = alias.asname or alias.name
+                if public.startswith("_"):
+                    continue
+                what, value = self.lookup(api, public)
+                if what in ("module", "other"):
+                    continue
+                if what != "class":
+                    complete = False
+                    continue
+                if (value[0], value[1].name) == target:
+                    continue
+                try:
+                    if self.subclasses(*value, target):
+                        arguments[public], required[public] = self.init_arguments(*value)
+                except _KerasSourceError:
+                    complete = False
+        if not arguments:
+            raise _KerasSourceError(f"no {kind} classes found in {api}")
+        return _Constructors(arguments, required, complete)
+
+
+@functools.cache
+def _static_constructors(kind: str) -> _Constructors:
+    """The Keras classes of ``kind`` and their arguments, read from Keras's source (no import)."""
+    return _KerasSource().constructors(kind)
+
+
+@functools.cache
+def _imported_constructors(kind: str) -> _Constructors:
+    """The same as ``_static_constructors``, by importing Keras (the fallback; ~10 s)."""
+    signatures = {name: inspect.signature(cls.__init__).parameters.values()
+                  for name, cls in _keras_classes(kind).items()}
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return _Constructors(
+        {name: tuple(p.name for p in params) for name, params in signatures.items()},
+        {name: tuple(p.name for p in list(params)[1:]
+                     if p.default is p.empty and p.kind not in variadic)
+         for name, params in signatures.items()},
+        complete=True)
+
+
+def _keras_classes(kind: str) -> dict[str, type]:
+    """Public name -> class of every Keras optimizer (or learning-rate schedule); imports Keras."""
     import keras
 
     module = keras.optimizers if kind == "optimizer" else keras.optimizers.schedules
     base = keras.optimizers.Optimizer if kind == "optimizer" else \
         keras.optimizers.schedules.LearningRateSchedule
-    classes = {n: c for n, c in vars(module).items()
-               if isinstance(c, type) and issubclass(c, base) and c is not base}
-    by_key = {_normalise(n): c for n, c in classes.items()}
-    found = by_key.get(_normalise(name))
+    return {n: c for n, c in vars(module).items()
+            if isinstance(c, type) and issubclass(c, base) and c is not base}
+
+
+def _find(names: Iterable[str], name: str) -> str | None:
+    by_key = {_normalise(n): n for n in names}
+    return by_key.get(_normalise(name))
+
+
+def keras_class(kind: str, name: str, where: str) -> type:
+    """The Keras optimizer or learning-rate schedule class called ``name`` (any case, - or _).
+
+    Imports Keras; validation uses :func:`check_keras_object`, which does not.
+    """
+    classes = _keras_classes(kind)
+    found = _find(classes, name)
     if found is None:
         suggestions = sorted(_kebab(n) for n in classes)
         raise FacelabError(f"{where}.type: {did_you_mean(name, suggestions, what=kind)}")
-    return found
+    return classes[found]
 
 
-def check_keras_object(kind: str, spec: KerasObject, where: str) -> None:
-    """Unknown arguments get a suggestion; then the object is built once (cheap), so wrong
-    values fail now rather than after data preparation."""
-    cls = keras_class(kind, spec.type, where)
-    accepted = inspect.signature(cls.__init__).parameters
+def check_keras_object(kind: str, spec: KerasObject, where: str, supplied: Sequence[str] = (),
+                       ) -> None:
+    """Check ``type`` and the argument names against the Keras constructor, without importing
+    Keras (see the comment above): unknown names get a suggestion, and arguments without a
+    default must be given (in the recipe, or by facelab: ``supplied``)."""
+    try:
+        constructors = _static_constructors(kind)
+    except Exception:  # noqa: BLE001 - any surprise in Keras's source: ask Keras itself
+        constructors = _imported_constructors(kind)
+    found = _find(constructors.arguments, spec.type)
+    if found is None and not constructors.complete:
+        constructors = _imported_constructors(kind)
+        found = _find(constructors.arguments, spec.type)
+    if found is None:
+        suggestions = sorted(_kebab(n) for n in constructors.arguments)
+        raise FacelabError(f"{where}.type: {did_you_mean(spec.type, suggestions, what=kind)}")
+    accepted = constructors.arguments[found]
     for key in spec.model_extra or {}:
         if key not in accepted:
             names = [p for p in accepted if p not in ("self", "kwargs", "name")]
             raise FacelabError(f"{where}.{key}: {did_you_mean(key, names, what=f'{kind} argument')}")
-    build_keras_object(kind, spec, where)
+    for key in constructors.required[found]:
+        if key not in (spec.model_extra or {}) and key not in supplied:
+            raise FacelabError(f"{where}.{key}: field required ({kind} {spec.type!r} has no "
+                               "default for it)")
+
+
+def check_keras_values(recipe: Recipe) -> None:
+    """Build the recipe's schedule and optimizer once (imports Keras), so a wrong argument value
+    (``learning_rate: abc``) fails before data preparation rather than at compile time."""
+    train = recipe.schema.train
+    where = str(recipe.path) if recipe.path else None
+    extra = {}
+    if train.schedule is not None:
+        extra["learning_rate"] = _prefix_errors(
+            lambda: build_keras_object("schedule", train.schedule, "train.schedule"), where)
+    _prefix_errors(lambda: build_keras_object("optimizer", train.optimizer, "train.optimizer",
+                                              **extra), where)
 
 
 def build_keras_object(kind: str, spec: KerasObject, where: str, **extra: Any) -> Any:
+    """The Keras object (imports Keras); a bad value is a FacelabError naming ``where``."""
     cls = keras_class(kind, spec.type, where)
     kwargs = {**(spec.model_extra or {}), **extra}
     try:
@@ -448,20 +719,61 @@ def deep_merge(base: Any, update: Any) -> Any:
     """``update`` over ``base``: mappings merge key by key, everything else is replaced.
 
     A component mapping whose ``type`` changes is replaced whole, so the old component's
-    parameters do not leak into the new one.
+    parameters do not leak into the new one: those given with the new type are kept. An
+    override path (from :func:`override_tree`) updates what the recipe holds there: a mapping
+    key by key, a list item by item (by index).
     """
-    if not (isinstance(base, dict) and isinstance(update, dict)):
-        return copy.deepcopy(update)
+    if isinstance(update, _OverridePath):
+        if base is None:
+            base = {}
+        elif isinstance(base, list):
+            return update.merge_into_list(base)
+        elif not isinstance(base, dict):
+            raise FacelabError(f"{update.where}: {update.path} is {base!r}, not a mapping")
+    elif not (isinstance(base, dict) and isinstance(update, dict)):
+        return _plain(update)
     if "type" in base and "type" in update and base["type"] != update["type"]:
-        return copy.deepcopy(update)
+        return _plain(update)
     merged = copy.deepcopy(base)
     for key, value in update.items():
-        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
+        merged[key] = deep_merge(merged[key], value) if key in merged else _plain(value)
     return merged
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Apply ``a.b.c=value`` (value parsed as a YAML scalar or flow collection) in place."""
+class _OverridePath(dict):
+    """A mapping that ``--set`` overrides reach by a dotted path: ``a.b.c=1`` makes ``a`` and
+    ``a.b`` paths. Merged over the recipe, it updates whatever is there (a mapping key by key, a
+    list by index), where a mapping *value* (``a.b={c: 1}``) merges and other values replace."""
+
+    def __init__(self, path: str, where: str):
+        super().__init__()
+        self.path = path  # the dotted key path, e.g. data.augment
+        self.where = where  # "--set <override>" of the first override through here
+        self.wheres: dict[str, str] = {}  # key -> the first override that set it
+
+    def child_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def merge_into_list(self, base: list) -> list:
+        merged = copy.deepcopy(base)
+        for key, value in self.items():
+            where = self.wheres.get(key, self.where)
+            i = _index(base, str(key), self.child_path(key), where)
+            merged[i] = deep_merge(base[i], value)
+        return merged
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy with override paths turned into plain mappings."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def parse_override(override: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as a YAML scalar or flow collection)."""
     where = f"--set {override}"
     if "=" not in override:
         raise FacelabError(f"{where}: expected KEY=VALUE, e.g. train.epochs=5")
@@ -476,29 +788,75 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
                            f"({str(exc).splitlines()[0]})") from None
     if parts[0] not in SECTIONS and parts[0] != "extends":
         raise FacelabError(f"{where}: {did_you_mean(parts[0], SECTIONS, what='section')}")
-    node: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        node = _child(node, part, ".".join(parts[: i + 1]), where)
-    last = parts[-1]
-    if isinstance(node, list):
-        node[_index(node, last, key, where)] = value
-    elif isinstance(node, dict):
-        if isinstance(node.get(last), dict) and isinstance(value, dict):
-            node[last] = deep_merge(node[last], value)
+    return parts, value
+
+
+def override_tree(overrides: Sequence[str]) -> dict[str, Any]:
+    """All ``--set`` overrides as one nested update, later ones winning key by key.
+
+    Merged over the recipe with :func:`deep_merge`, so a changed ``type`` replaces its component
+    (``--set model.attention.type=se`` drops CBAM's parameters) while the parameters given on
+    the command line are kept, in whatever order they come.
+    """
+    tree = _OverridePath("", "--set")
+    for override in overrides:
+        parts, value = parse_override(override)
+        where = f"--set {override}"
+        node: Any = tree
+        for i, part in enumerate(parts[:-1]):
+            node = _tree_child(node, part, ".".join(parts[: i + 1]), where)
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(node, last, ".".join(parts), where)] = copy.deepcopy(value)
+            continue
+        if isinstance(node, _OverridePath):
+            node.wheres.setdefault(last, where)
+        old = node.get(last)
+        if isinstance(old, dict) and isinstance(value, dict):
+            node[last] = _tree_merge(old, value)
         else:
-            node[last] = value
-    else:
-        raise FacelabError(f"{where}: {'.'.join(parts[:-1])} is {node!r}, not a mapping")
+            node[last] = copy.deepcopy(value)
+    return tree
 
 
-def _child(node: Any, part: str, path: str, where: str) -> Any:
-    if isinstance(node, list):
-        return node[_index(node, part, path, where)]
-    if not isinstance(node, dict):
-        raise FacelabError(f"{where}: {path.rsplit('.', 1)[0]} is {node!r}, not a mapping")
-    if node.get(part) is None:
-        node[part] = {}
-    return node[part]
+def _tree_child(node: dict | list, part: str, path: str, where: str) -> Any:
+    """The tree node at ``part`` below ``node``, made when missing (a path below a path)."""
+    if isinstance(node, list):  # a list given as a value earlier on the command line
+        child = node[_index(node, part, path, where)]
+        if not isinstance(child, (dict, list)):
+            raise FacelabError(f"{where}: {path} is {child!r}, not a mapping")
+        return child
+    if isinstance(node, _OverridePath):
+        node.wheres.setdefault(part, where)
+    child = node.get(part)
+    if child is None:
+        child = node[part] = _OverridePath(path, where) if isinstance(node, _OverridePath) else {}
+    elif not isinstance(child, (dict, list)):
+        raise FacelabError(f"{where}: {path} is {child!r}, not a mapping")
+    return child
+
+
+def _tree_merge(node: dict, value: dict) -> dict:
+    """A mapping value over a tree node, like ``deep_merge`` but keeping the node's paths."""
+    if "type" in node and "type" in value and node["type"] != value["type"]:
+        return copy.deepcopy(value)
+    for key, item in value.items():
+        old = node.get(key)
+        node[key] = _tree_merge(old, item) if isinstance(old, dict) and isinstance(item, dict) \
+            else copy.deepcopy(item)
+    return node
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """The recipe with every ``--set`` override applied (see :func:`override_tree`)."""
+    return deep_merge(raw, override_tree(overrides)) if overrides else raw
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one ``a.b.c=value`` (value parsed as a YAML scalar or flow collection) in place."""
+    merged = apply_overrides(raw, [override])
+    raw.clear()
+    raw.update(merged)
 
 
 def _index(node: list, part: str, path: str, where: str) -> int:
@@ -534,4 +892,5 @@ def iter_component_specs(recipe: Recipe) -> Iterable[ComponentSpec]:
 
 
 __all__ = ["Recipe", "ComponentSpec", "load_recipe", "validate_recipe", "deep_merge",
-           "apply_override", "build_keras_object"]
+           "apply_override", "apply_overrides", "override_tree", "build_keras_object",
+           "check_keras_values"]

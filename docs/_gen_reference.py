@@ -35,7 +35,8 @@ BEGIN = "<!-- BEGIN GENERATED: recipe keys (python docs/_gen_reference.py) -->"
 END = "<!-- END GENERATED: recipe keys -->"
 
 #: Human titles of the component kinds (keys of ``facelab.registry.KINDS``).
-TITLES = {"dataset": "Datasets", "detector": "Detectors", "balancer": "Balancers",
+TITLES = {"dataset": "Datasets", "detector": "Detectors", "split": "Splits",
+          "balancer": "Balancers",
           "augmentation": "Augmentations", "backbone": "Backbones",
           "attention": "Attention modules", "head": "Heads", "loss": "Losses"}
 
@@ -44,6 +45,7 @@ COMPONENT_KEYS = {
     "data.dataset": "dataset component",
     "data.datasets": "mapping: source name -> dataset component",
     "data.detector": "detector component",
+    "data.split": "split component",
     "data.balancer": "balancer component",
     "data.augment": "list of augmentation components",
     "model.backbone": "backbone component",
@@ -171,6 +173,7 @@ def plugins_reference(registry: Any = None) -> str:
         names = [c.name for c in builtin if c.kind == kind]
         links = ", ".join(f"[`{n}`](#{kind}-{n})" for n in names) or "none"
         out.append(f"- [{TITLES[kind]}](#{TITLES[kind].lower().replace(' ', '-')}): {links}")
+    out.append("- [Lifecycle hooks and commands](#lifecycle-hooks-and-commands)")
     out.append("")
     for kind, hook_name in KINDS.items():
         hook = getattr(hookspecs, hook_name)
@@ -183,6 +186,15 @@ def plugins_reference(registry: Any = None) -> str:
                     f"Plugin module: `{component.origin.plugin}`. "
                     f"Parameters (`{component.params.__name__}`):", "",
                     params_table(component.params)]
+    out += ["## Lifecycle hooks and commands", "",
+            "Observers (tracking, reports, figures) implement these; the runner calls them with "
+            "a `facelab.run.Run`. Built-in observers: the `facelab.plugins.mlflow`, "
+            "`facelab.plugins.reports.*` and `facelab.plugins.papers` plugins.", ""]
+    registration = set(KINDS.values())
+    for name, hook in vars(hookspecs).items():
+        if callable(hook) and hasattr(hook, "facelab_spec") and name not in registration:
+            arguments = ", ".join(inspect.signature(hook).parameters)
+            out += [f"### `{name}({arguments})`", "", _doc_body(hook.__doc__), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -37,7 +37,8 @@ def test_recipe_is_the_papers_setup(name, utkface_dir):
     assert list(recipe.datasets["default"].params.classes) == list(UTKFACE_COUNTS)
     assert recipe.detector.name == "mtcnn" and recipe.detector.params.size == (224, 224)
     assert recipe.detector.params.align
-    assert (s.data.split.protocol, s.data.split.test, s.data.split.val) == ("paper", 0.2, 0.1)
+    split = recipe.split
+    assert (split.name, split.params.test, split.params.val) == ("race-2025", 0.2, 0.1)
     assert recipe.stratify == "race" and recipe.tasks == ["race"]
     assert (s.train.epochs, s.train.batch_size) == (50, 32)
     assert s.train.optimizer.type == "adam"
