@@ -511,7 +511,7 @@ class _KerasSource:
                 return tuple(names), tuple(required)
         if depth > 20:
             raise _KerasSourceError(f"class hierarchy of {cls.name} too deep")
-        for base in cls.bases:  # inherited __init__: the first base (in MRO order) that has one
+        for base in cls.bases:  # inherited: the first base's (the MRO, for single inheritance)
             kind, value = self.resolve(module, base)
             if kind != "class":
                 raise _KerasSourceError(f"cannot follow base {ast.unparse(base)} of {cls.name}")

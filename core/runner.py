@@ -24,7 +24,7 @@ import numpy as np
 
 from facelab.context import QuietProgress
 from facelab.errors import RunTerminated
-from facelab.recipe import Recipe
+from facelab.recipe import Recipe, check_keras_values
 from facelab.results import Efficiency, RunResult, metrics_to_json
 from facelab.run import Run, new_output_dir, new_run_id, provenance_tags
 
@@ -81,6 +81,7 @@ def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] 
 
         hooks = get_plugin_manager().hook
     progress = progress or QuietProgress()
+    check_keras_values(recipe)  # a bad optimizer value fails now, not after data preparation
     set_seed(recipe.schema.seed)
     ctx = pipeline.make_context(recipe, progress)
     data = pipeline.prepare_data(recipe, ctx)

@@ -45,7 +45,7 @@ def test_config_validates_with_the_paper_settings(data_dirs, name):
     assert recipe.tasks == tasks and recipe.backbone.name == backbone
     assert list(recipe.datasets) == sources
     assert recipe.schema.paper == "rohani2023"
-    split = recipe.schema.data.split.by_source
+    split = recipe.split.params.by_source
     if "genki4k" in sources:
         assert recipe.datasets["genki4k"].params.root == str(data_dirs / "GENKI-4K")
         assert (split["genki4k"].test, split["genki4k"].val, split["genki4k"].train) == (1000, 0, 3000)

@@ -280,6 +280,7 @@ def test_paper_diff_prints_and_logs(world, client):
                            terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "parameters" in result.output and "exact" in result.output
+    assert "[green]" not in result.output and "[red]" not in result.output
     result = runner.invoke(cli, ["paper-diff", run_id, "--tracking-uri", url, "--row", "nope"])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "model-b" in result.output

@@ -221,7 +221,7 @@ def compare(run_ids: tuple[str, ...], show_all: bool, patterns: tuple[str, ...],
         table.add_row(key, *cells)
     console.print(table)
     console.print(f"in the MLflow UI (facelab ui): {store.compare_url('http://127.0.0.1:5000', found)}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
 
 
 @click.command()
@@ -243,7 +243,8 @@ def ui(port: int, host: str, uri: str | None) -> None:
 
     resolved = store.store_uri(uri)
     if resolved.startswith(("http://", "https://")):
-        console.print(f"{resolved} is a tracking server already: open it in a browser")
+        console.print(f"{resolved} is a tracking server already: open it in a browser",
+                      markup=False)
         return
     if not store.port_free(host, port):
         raise FacelabError(f"--port {port}: already in use on {host}; pick another, "

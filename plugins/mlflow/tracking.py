@@ -304,12 +304,12 @@ def log_model(model, recipe, data) -> Any:
 
 
 def load_model(model_uri: str):
-    """Load a logged model (``models:/<id>``, ``runs:/<run>/model``) with facelab's plugins
-    registered first, so custom layers (CBAM, ...) deserialise."""
+    """Load a logged model (``models:/<id>``, ``runs:/<run>/model``) with the plugins' Keras
+    classes imported first, so custom layers (CBAM, ...) deserialise."""
     quiet_mlflow()
     import mlflow.tensorflow
 
-    from facelab.manager import get_registry
+    from facelab.manager import import_keras_modules
 
-    get_registry()
+    import_keras_modules()
     return mlflow.tensorflow.load_model(model_uri)

@@ -54,4 +54,5 @@ def paper_diff(run_id: str, paper_file: Path | None, row: str | None, no_log: bo
                       papers.fmt(line.run), delta, line.note)
     console.print(table)
     console.print(f"paper: {diff.paper_file}" + ("" if no_log else
-                  "; logged to the run as paper_diff/ (artifact and metrics)"), highlight=False)
+                  "; logged to the run as paper_diff/ (artifact and metrics)"), highlight=False,
+                  markup=False)
