@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from facelab.errors import FacelabError
+
+if TYPE_CHECKING:  # pandas is imported where a table is built (importing it takes ~0.5 s)
+    import pandas as pd
 
 #: Label value meaning "this sample has no label for this task".
 NO_LABEL = -1
@@ -60,6 +62,8 @@ class SampleTable:
     @staticmethod
     def merge(tables: dict[str, SampleTable]) -> SampleTable:
         """Stack sources into one table; a task a source lacks gets ``NO_LABEL``."""
+        import pandas as pd
+
         tasks: dict[str, Task] = {}
         for source, table in tables.items():
             for name, task in table.tasks.items():

@@ -12,9 +12,10 @@ import yaml
 from facelab.data import Task
 from facelab.errors import FacelabError
 from facelab.model import build_model, parameter_counts, ram_mb
-from facelab.plugins.attention.cbam import CBAM, CbamParams
+from facelab.plugins.attention.cbam import CbamParams
 from facelab.plugins.attention.cbam import build as build_cbam
-from facelab.plugins.attention.se import SqueezeExcite
+from facelab.plugins.attention.cbam_layers import CBAM
+from facelab.plugins.attention.se_layers import SqueezeExcite
 from facelab.plugins.backbones import efficientnet
 from facelab.plugins.backbones.efficientnet import EfficientNetParams
 from facelab.recipe import load_recipe

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import keras
-from keras import ops
+from typing import TYPE_CHECKING
 
 import facelab
 
+if TYPE_CHECKING:
+    from facelab.plugins.attention.se_layers import SqueezeExcite
 
-@keras.saving.register_keras_serializable(package="facelab")
-class SqueezeExcite(keras.layers.Layer):
-    """Channel gates ``sigmoid(W2 relu(W1 avgpool(F)))`` that multiply a (batch, H, W, C) map."""
-
-    def __init__(self, reduction: int = 16, use_bias: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        self.reduction = reduction
-        self.use_bias = use_bias
-
-    def build(self, input_shape):
-        channels = int(input_shape[-1])
-        hidden = max(1, channels // self.reduction)
-        self.squeeze = keras.layers.Dense(hidden, activation="relu", use_bias=self.use_bias,
-                                          name="squeeze")
-        self.excite = keras.layers.Dense(channels, activation="sigmoid", use_bias=self.use_bias,
-                                         name="excite")
-        self.squeeze.build((None, channels))
-        self.excite.build((None, hidden))
-
-    def call(self, inputs):
-        gates = self.excite(self.squeeze(ops.mean(inputs, axis=(1, 2))))
-        return inputs * gates[:, None, None, :]
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "reduction": self.reduction, "use_bias": self.use_bias}
+#: Modules defining this plugin's Keras classes: import them before loading a saved model.
+KERAS_MODULES = ("facelab.plugins.attention.se_layers",)
 
 
 class SeParams(facelab.Params):
@@ -45,6 +20,8 @@ class SeParams(facelab.Params):
 
 def build(params: SeParams) -> SqueezeExcite:
     """Squeeze-and-excitation: per-channel gates from the globally averaged features."""
+    from facelab.plugins.attention.se_layers import SqueezeExcite
+
     return SqueezeExcite(params.reduction, params.use_bias, name="se")
 
 

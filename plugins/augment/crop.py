@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
 
 import facelab
+
+if TYPE_CHECKING:
+    import keras
 
 
 class RandomCropParams(facelab.Params):
@@ -21,6 +24,8 @@ def build(params: RandomCropParams, ctx) -> keras.layers.Layer:
     inside the image, per image. keras.layers.RandomCrop would need the size at construction
     (the factory does not know it) and draws one window per batch, not per image.
     """
+    import keras
+
     shift = (1 - params.scale) / 2
     zoom = -(1 - params.scale)  # Keras: negative height_factor zooms in
     return keras.Sequential([

@@ -8,8 +8,11 @@ optional extra (``pip install "facelab[keras-cv]"``). Most of its augmentations 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 
 import facelab
+from facelab.errors import FacelabError
 
 
 class GridMaskParams(facelab.Params):
@@ -31,20 +34,39 @@ def _keras_cv():
         return None
 
 
+def _layers():
+    module = _keras_cv()
+    if module is None:
+        raise FacelabError("data.augment: keras_cv is installed but fails to import; "
+                           "run `python -c 'import keras_cv'` to see why")
+    return module.layers
+
+
 def grid_mask(params: GridMaskParams, ctx):
     """GridMask (keras_cv.layers.GridMask): hide a rotated grid of squares."""
-    return _keras_cv().layers.GridMask(ratio_factor=(params.ratio, params.ratio),
-                                       rotation_factor=params.rotation_factor)
+    return _layers().GridMask(ratio_factor=(params.ratio, params.ratio),
+                              rotation_factor=params.rotation_factor)
 
 
 def cutout(params: CutoutParams, ctx):
     """Random cut-out (keras_cv.layers.RandomCutout): blank one random rectangle per image."""
-    return _keras_cv().layers.RandomCutout(params.height_factor, params.width_factor)
+    return _layers().RandomCutout(params.height_factor, params.width_factor)
+
+
+def _installed() -> bool:
+    """Whether keras_cv is installed, found without importing it (importing it imports Keras and
+    TensorFlow, which listing the plugins or validating a recipe must not do)."""
+    if "keras_cv" in sys.modules:  # imported already, or blocked with None
+        return sys.modules["keras_cv"] is not None
+    try:
+        return importlib.util.find_spec("keras_cv") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @facelab.hookimpl
 def register_augmentations(register):
-    if _keras_cv() is None:
+    if not _installed():
         return
     register("keras-cv-grid-mask", grid_mask, GridMaskParams)
     register("keras-cv-cutout", cutout, CutoutParams)

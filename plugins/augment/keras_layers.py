@@ -6,11 +6,12 @@ Images reach these layers as float32 in 0-255, so every layer that needs a value
 
 from __future__ import annotations
 
-from typing import Literal
-
-import keras
+from typing import TYPE_CHECKING, Literal
 
 import facelab
+
+if TYPE_CHECKING:
+    import keras
 
 VALUE_RANGE = (0, 255)
 
@@ -32,36 +33,50 @@ class RandAugmentParams(facelab.Params):
 
 def flip(params: FlipParams, ctx) -> keras.layers.Layer:
     """Random flip (keras.layers.RandomFlip); faces are usually flipped horizontally only."""
+    import keras
+
     return keras.layers.RandomFlip(params.mode)
 
 
 def rotation(params: FactorParams, ctx) -> keras.layers.Layer:
     """Random rotation by up to ``factor`` x 360 degrees (keras.layers.RandomRotation)."""
+    import keras
+
     return keras.layers.RandomRotation(params.factor, fill_mode="reflect")
 
 
 def zoom(params: FactorParams, ctx) -> keras.layers.Layer:
     """Random zoom in or out (scale) by up to ``factor`` (keras.layers.RandomZoom)."""
+    import keras
+
     return keras.layers.RandomZoom(params.factor, fill_mode="reflect")
 
 
 def translation(params: FactorParams, ctx) -> keras.layers.Layer:
     """Random shift by up to ``factor`` of height and width (keras.layers.RandomTranslation)."""
+    import keras
+
     return keras.layers.RandomTranslation(params.factor, params.factor, fill_mode="reflect")
 
 
 def contrast(params: FactorParams, ctx) -> keras.layers.Layer:
     """Random contrast change by up to ``factor`` (keras.layers.RandomContrast)."""
+    import keras
+
     return keras.layers.RandomContrast(params.factor, value_range=VALUE_RANGE)
 
 
 def brightness(params: FactorParams, ctx) -> keras.layers.Layer:
     """Random brightness shift by up to ``factor`` of the value range (RandomBrightness)."""
+    import keras
+
     return keras.layers.RandomBrightness(params.factor, value_range=VALUE_RANGE)
 
 
 def randaugment(params: RandAugmentParams, ctx) -> keras.layers.Layer:
     """RandAugment: ``num_ops`` random operations per image (keras.layers.RandAugment)."""
+    import keras
+
     return keras.layers.RandAugment(value_range=VALUE_RANGE, num_ops=params.num_ops,
                                     factor=params.factor)
 

@@ -8,12 +8,13 @@ concatenates it with the last group's flattened output ("MTL-MBKNet", config C).
 
 from __future__ import annotations
 
-from typing import Literal
-
-import keras
+from typing import TYPE_CHECKING, Literal
 
 import facelab
 from facelab.errors import FacelabError
+
+if TYPE_CHECKING:
+    import keras
 
 #: Filters per conv group. Table 3's parameter counts reproduce exactly with these widths.
 GROUPS = ((32, 32), (64, 64), (128, 128), (256, 256, 256))
@@ -30,12 +31,16 @@ class BknetParams(facelab.Params):
 
 def kernel_initializer(init: str, seed: int | None = None):
     """The paper's Gaussian (mean 0, variance 0.01, so stddev 0.1) or Keras's Glorot uniform."""
+    import keras
+
     if init == "gaussian":
         return keras.initializers.RandomNormal(mean=0.0, stddev=0.1, seed=seed)
     return keras.initializers.GlorotUniform(seed=seed)
 
 
 def _groups(params: BknetParams, input_shape):
+    import keras
+
     if min(input_shape[:2]) < 2 ** len(params.filters):
         raise FacelabError(
             f"model.backbone: input {tuple(input_shape)} is too small for {len(params.filters)} "
@@ -68,6 +73,8 @@ def pool_to(x, size: tuple[int, int]):
     (keras.layers.AdaptiveMaxPooling2D would do it, but in Keras 3.15 / TF 2.21 it kills the
     process with a floating point exception when an output side is 1.)
     """
+    import keras
+
     k = (x.shape[1] // size[0], x.shape[2] // size[1])
     x = keras.layers.MaxPooling2D(k, strides=k, name="group1_to_last")(x)
     extra = (x.shape[1] - size[0], x.shape[2] - size[1])
@@ -84,6 +91,8 @@ def build_bknet(params: BknetParams, input_shape: tuple[int, int, int]) -> keras
     without BN (see docs/reproduce-multitask-2023.md), so Glorot is the default. ``batch_norm``
     adds BN after each conv, which the paper does not describe (its BN is in the FC branches).
     """
+    import keras
+
     inputs, outputs = _groups(params, input_shape)
     features = keras.layers.Flatten(name="flatten")(outputs[-1])
     return keras.Model(inputs, features, name="bknet")
@@ -96,6 +105,8 @@ def build_mbknet(params: BknetParams, input_shape: tuple[int, int, int]) -> kera
     (24x24x32 -> 3x3x32 on 48x48 inputs), flattened, and concatenated with the last group's
     flattened output (section 3.2): 288 + 2304 = 2592 features on 48x48x1.
     """
+    import keras
+
     inputs, outputs = _groups(params, input_shape)
     first, last = outputs[0], outputs[-1]
     pooled = pool_to(first, tuple(last.shape[1:3]))

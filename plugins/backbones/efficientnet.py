@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import keras
 from pydantic import model_validator
 
 import facelab
 from facelab.errors import FacelabError
+
+if TYPE_CHECKING:
+    import keras
 
 VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
 #: Where Keras downloads its application weights from (patched in tests).
@@ -46,6 +48,7 @@ class EfficientNetParams(facelab.Params):
 
 def weights_file(variant: str, include_top: bool) -> str:
     """The ImageNet weights file Keras uses for a variant: downloaded once, then cached."""
+    import keras
     from keras.src.applications.efficientnet import WEIGHTS_HASHES
 
     file_name = f"efficientnet{variant}{'' if include_top else '_notop'}.h5"
@@ -63,6 +66,8 @@ def weights_file(variant: str, include_top: bool) -> str:
 
 def apply_freeze(model: keras.Model, params: EfficientNetParams) -> None:
     """Set ``trainable`` per layer from ``freeze``, ``trainable_blocks`` and ``train_batchnorm``."""
+    import keras
+
     if params.freeze == "all":
         model.trainable = False
         return
@@ -92,6 +97,8 @@ def build(params: EfficientNetParams, input_shape: tuple[int, int, int]) -> kera
     probabilities, as in the race paper's base model (full B3 + Dense(4)). ``weights: imagenet``
     works at any input size, also with the top.
     """
+    import keras
+
     height, width, channels = input_shape
     if channels not in (1, 3):
         raise FacelabError(f"model.backbone: EfficientNet takes 1 or 3 channels, got {channels}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
 
 import facelab
+
+if TYPE_CHECKING:
+    import keras
 
 
 class SimpleCnnParams(facelab.Params):
@@ -22,6 +25,8 @@ def build(params: SimpleCnnParams, input_shape: tuple[int, int, int]) -> keras.M
     Inputs in 0-255 are scaled to 0-1. The output is the last block's 4-D feature map, so
     attention modules can follow.
     """
+    import keras
+
     inputs = keras.Input(input_shape)
     x = keras.layers.Rescaling(1 / 255)(inputs)
     for i, filters in enumerate(params.filters):

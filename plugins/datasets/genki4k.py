@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 import facelab
 from facelab.data import SampleTable, Task
@@ -54,6 +53,8 @@ def read_labels(path: Path) -> np.ndarray:
 
 def scan(root: Path) -> SampleTable:
     """One row per labels.txt line whose image exists; missing images are counted, not fatal."""
+    import pandas as pd
+
     if not root.is_dir():
         raise FacelabError(f"genki4k: root {root} is not a folder; expected the GENKI-4K folder "
                            f"holding {LABELS_FILES[0]} and {IMAGES_DIR}/file0001.jpg ...")

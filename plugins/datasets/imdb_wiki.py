@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
-import scipy.io
 
 import facelab
 from facelab.data import SampleTable, Task
@@ -70,6 +68,8 @@ def find_mat(root: Path, subset: str) -> tuple[Path, Path]:
 
 def read_struct(path: Path, subset: str) -> dict[str, np.ndarray]:
     """The needed fields of the .mat's ``<subset>`` struct as flat numpy arrays."""
+    import scipy.io
+
     try:
         mat = scipy.io.loadmat(path, variable_names=[subset])
     except NotImplementedError:  # scipy's answer to MATLAB v7.3 (HDF5) files
@@ -136,6 +136,8 @@ def age_group(age: np.ndarray) -> np.ndarray:
 
 
 def load(params: ImdbWikiParams, root: Path) -> SampleTable:
+    import pandas as pd
+
     mat_path, image_root = find_mat(root, params.subset)
     fields = read_struct(mat_path, params.subset)
     valid_dob, age = ages(fields["dob"], fields["photo_taken"])

@@ -6,7 +6,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 from PIL import Image
 
 import facelab
@@ -88,6 +87,8 @@ def scan(root: Path, classes: list[str], where: str) -> SampleTable:
         raise FacelabError(f"{where}.root: no readable UTKFace images of classes {classes} in "
                            f"{root}{found}; expected files named "
                            "age_gender_race_timestamp.jpg.chip.jpg")
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=["path", "race", "gender", "age"])
     frame["source"] = "utkface"
     frame["age_group"] = pd.cut(frame["age"], AGE_BINS, labels=False, right=False).fillna(NO_LABEL)

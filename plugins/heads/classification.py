@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import keras
-
 import facelab
 from facelab.data import Task
 
@@ -23,6 +21,8 @@ def build(params: ClassificationParams, task: Task) -> Callable:
 
     With the defaults on a 4-D map this is the race paper's classifier: GAP, Dropout, Dense(N).
     """
+    import keras
+
     def head(features):
         x = features
         if len(x.shape) == 4:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import keras
-
 import facelab
 from facelab.data import Task
 from facelab.plugins.backbones.bknet import kernel_initializer
@@ -34,6 +32,8 @@ def build(params: MultitaskHeadParams, task: Task) -> Callable:
     reproduce without it, so ``batch_norm`` is off by default. ``init: gaussian`` is the paper's
     N(0, 0.01) initialisation (section 4.3); Glorot is the default.
     """
+    import keras
+
     def head(features):
         x = features
         if len(x.shape) > 2:

@@ -7,14 +7,17 @@ Eq. 2: ``L = sum_t mu_t L_t + lambda ||W||^2``.
 
 from __future__ import annotations
 
-from typing import Literal
-
-import keras
+from typing import TYPE_CHECKING, Literal
 
 import facelab
 from facelab.data import LossSpec, Task
 from facelab.errors import FacelabError, did_you_mean
-from facelab.plugins.losses.cross_entropy import MaskedSparseCategoricalCrossentropy
+
+if TYPE_CHECKING:
+    import keras
+
+#: Modules defining this plugin's Keras classes: import them before loading a saved model.
+KERAS_MODULES = ("facelab.plugins.losses.cross_entropy_layers",)
 
 #: Names Keras gives kernel variables (Dense, Conv*, separable and depthwise convs).
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -34,6 +37,8 @@ class MaskedMultitaskParams(facelab.Params):
 def regularised_variables(model: keras.Model, scope: str) -> list:
     """The kernel variables lambda applies to: all of them, or those of the model's output layers."""
     if scope == "outputs":
+        import keras
+
         # Keras exposes no public "layer that produced this output"; _keras_history is how
         # functional models record it (operation, node index, tensor index).
         layers = [tensor._keras_history[0] for tensor in keras.tree.flatten(model.outputs)]
@@ -49,6 +54,8 @@ def add_l2(model: keras.Model, l2: float, scope: str = "kernels") -> int:
     Keras 3 adds every trainable variable's ``regularizer`` to ``model.losses``, which ``fit``
     adds to the compiled loss, so setting it after the model is built is enough.
     """
+    import keras
+
     variables = regularised_variables(model, scope)
     for variable in variables:
         variable.regularizer = keras.regularizers.L2(l2)
@@ -69,6 +76,8 @@ def build(params: MaskedMultitaskParams, tasks: dict[str, Task]) -> LossSpec:
         if name not in tasks:
             raise FacelabError(f"train.loss.weights.{name}: "
                                f"{did_you_mean(name, tasks, what='task')} (tasks are model.heads)")
+    from facelab.plugins.losses.cross_entropy_layers import MaskedSparseCategoricalCrossentropy
+
     losses = {name: MaskedSparseCategoricalCrossentropy(params.normalizer) for name in tasks}
     weights = {name: float(params.weights.get(name, 1.0)) for name in tasks}
 
