@@ -68,9 +68,9 @@ class FacelabGroup(click.Group):
     def add_plugin_commands(self) -> None:
         if not self.plugin_commands_added:
             self.plugin_commands_added = True
-            from facelab.manager import get_plugin_manager
+            from facelab.manager import call_each
 
-            get_plugin_manager().hook.register_commands(cli=self)
+            call_each("register_commands", cli=self)  # a plugin that raises is left out
 
     def get_command(self, ctx: click.Context, name: str):
         self.add_plugin_commands()
@@ -181,10 +181,11 @@ def show(recipe: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Show parameters and full docs too.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(kind: str | None, pattern: str | None, show_all: bool, as_json: bool) -> None:
-    """List registered components: name, kind, package, version and summary.
+    """List registered components: name, kind, package, version and summary; then the plugins
+    that failed to load or were disabled (FACELAB_DISABLE_PLUGINS).
 
-    KIND is one of dataset, detector, balancer, augmentation, backbone, attention, head, loss
-    (plural forms work too); PATTERN is a shell wildcard.
+    KIND is one of dataset, detector, split, balancer, augmentation, backbone, attention, head,
+    loss (plural forms work too); PATTERN is a shell wildcard.
 
     \b
     Example:
@@ -192,7 +193,7 @@ def plugins(kind: str | None, pattern: str | None, show_all: bool, as_json: bool
       facelab plugins --json
     """
     from facelab.errors import did_you_mean
-    from facelab.manager import get_registry
+    from facelab.manager import get_registry, plugin_status
     from facelab.registry import KINDS
 
     if kind is not None and kind not in KINDS:
@@ -217,6 +218,21 @@ def plugins(kind: str | None, pattern: str | None, show_all: bool, as_json: bool
                 default = "required" if f.is_required() else repr(f.default)
                 table.add_row("", f"  {name}", "", default, f.description or "")
     console.print(table)
+    status = plugin_status()
+    if status.failed or status.disabled or status.unmatched:
+        left_out = PlainTable(title="plugins left out")
+        left_out.add_column("plugin")
+        left_out.add_column("package")
+        left_out.add_column("why", overflow="fold")
+        for failure in status.failed:
+            package = f"{failure.package} {failure.version or ''}".strip() if failure.package \
+                else ""
+            left_out.add_row(failure.name, package, f"failed: {failure.error}")
+        for name in status.disabled:
+            left_out.add_row(name, "", "disabled by FACELAB_DISABLE_PLUGINS")
+        for name in status.unmatched:
+            left_out.add_row(name, "", "in FACELAB_DISABLE_PLUGINS, but no plugin has this name")
+        console.print(left_out)
 
 
 def _component_json(c, full: bool) -> dict:

@@ -36,6 +36,7 @@ def example_files() -> dict[str, str]:
 def test_doc_holds_the_whole_package():
     files = example_files()
     assert set(files) == {f"{PACKAGE}/pyproject.toml", f"{PACKAGE}/facelab_tinynet.py",
+                          f"{PACKAGE}/facelab_tinynet_layers.py",
                           f"{PACKAGE}/examples/tinynet.yaml", f"{PACKAGE}/tests/test_tinynet.py"}
     assert '[project.entry-points.facelab]\ntinynet = "facelab_tinynet"' in \
         files[f"{PACKAGE}/pyproject.toml"]

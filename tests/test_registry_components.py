@@ -1,6 +1,15 @@
 """Registry-wide tests: every registered component, built-in or installed, is documented,
 rejects unknown keys and builds on tiny inputs according to its kind's contract
-(facelab/hookspecs.py).
+(facelab/hookspecs.py), called the way the core calls it:
+
+- balancers get what ``facelab.split.balance`` passes: a ``RowSubset`` over uint8 crops (which
+  must not be copied whole to float) and int64 labels without ``-1``;
+- splits get a ``SplitRequest`` and must keep test apart from training;
+- every Keras-built component (backbone, attention, head, loss) goes into a model assembled by
+  ``facelab.model.build_model`` and compiled as ``facelab.pipeline.compile_model`` does; the
+  model trains one step, gradients reach every trainable weight, it saves to ``.keras`` and
+  loads back (also in a fresh process) with the same predictions; a loss gives exactly zero
+  gradient to a task's branch for samples unlabelled (``-1``) for that task.
 
 A new component is picked up automatically. If it has required parameters, needs other than
 default parameters to build offline on tiny inputs, or is a dataset (datasets need files), add
@@ -11,17 +20,24 @@ and says so.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from facelab.context import BuildContext
-from facelab.data import NO_LABEL, BalancePlan, Detection, LossSpec, SampleTable, Task
+from facelab.data import (NO_LABEL, BalancePlan, Detection, LossSpec, RowSubset, SampleTable,
+                          Task)
 from facelab.errors import FacelabError
 from facelab.manager import get_registry
+from facelab.params import Params
 from facelab.registry import KINDS, Component
 
 HERE = Path(__file__).name
@@ -155,7 +171,11 @@ def test_unknown_keys_are_rejected(component, tmp_path):
 
 def test_every_kind_has_a_build_check():
     """A new hook (component kind) needs a contract check here."""
-    assert set(BUILD_CHECKS) == set(KINDS)
+    missing = [kind for kind in KINDS if kind not in BUILD_CHECKS]
+    assert not missing, (f"no contract check for component kind(s) {missing}: add "
+                         f"check_<kind>(component, tmp_path) to BUILD_CHECKS in tests/{HERE}")
+    stale = sorted(set(BUILD_CHECKS) - set(KINDS))
+    assert not stale, f"BUILD_CHECKS in tests/{HERE} names kinds that no longer exist: {stale}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -199,18 +219,69 @@ def check_detector(component: Component, tmp_path: Path) -> None:
     assert detector.detect([]) == []
 
 
+class StrictRowSubset(RowSubset):
+    """A ``RowSubset`` that fails if a balancer copies the features whole to another dtype
+    (``astype``, ``np.asarray(features, float)``): at the race paper's scale that is 9 GB."""
+
+    def astype(self, dtype, *args, **kwargs):
+        raise AssertionError(f"the balancer called features.astype({dtype!r}): a whole-array "
+                             "copy; index rows (features[rows]) a chunk at a time instead")
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None and np.dtype(dtype) != self.array.dtype:
+            raise AssertionError(f"the balancer converted all features to {np.dtype(dtype)}")
+        return super().__array__(dtype, copy)
+
+    def reshape(self, n: int, *shape: int) -> StrictRowSubset:
+        flat = super().reshape(n, *shape)
+        return StrictRowSubset(flat.array, flat.rows)
+
+
+@pytest.mark.parametrize("misuse", [lambda f: f.astype(np.float32),
+                                    lambda f: np.asarray(f, np.float32),
+                                    lambda f: f.reshape(len(f), -1).astype(np.float64)])
+def test_strict_row_subset_catches_float_copies(misuse):
+    features = StrictRowSubset(np.zeros((5, 2, 2, 3), np.uint8), np.array([0, 2, 4]))
+    assert np.asarray(features).shape == (3, 2, 2, 3)  # a uint8 copy is allowed
+    with pytest.raises(AssertionError, match="balancer"):
+        misuse(features)
+
+
 def check_balancer(component: Component, tmp_path: Path) -> None:
     balancer = component.factory(build(component, tmp_path), _ctx(tmp_path))
-    labels = np.array([0] * 12 + [1] * 6 + [2] * 4)
-    features = np.random.default_rng(0).integers(0, 255, (len(labels), 4, 4, 3), dtype=np.uint8)
-    plan = balancer.plan(features.reshape(len(labels), -1), labels, 0)
+    # As facelab.split.balance calls it: the labelled training rows of the uint8 crops, as a
+    # RowSubset (not contiguous, not starting at 0), and their int64 labels from the table.
+    rng = np.random.default_rng(0)
+    column = np.array([0] * 12 + [1] * 6 + [2] * 4 + [NO_LABEL] * 5, np.int64)
+    rng.shuffle(column)
+    images = rng.integers(0, 255, (len(column) + 7, 4, 4, 3), dtype=np.uint8)
+    rows = np.sort(rng.choice(len(images), len(column), replace=False))
+    table_labels = np.full(len(images), NO_LABEL, np.int64)
+    table_labels[rows] = column
+    labelled = rows[table_labels[rows] != NO_LABEL]
+    labels = table_labels[labelled]
+    features = StrictRowSubset(images, labelled)
+    saved = labels.copy()
+    plan = balancer.plan(features, labels, 0)
+    assert (labels == saved).all(), "the balancer changed the labels it was given"
     assert isinstance(plan, BalancePlan) and len(plan) > 0
-    for rows in (plan.base, plan.neighbour):
-        assert ((rows >= 0) & (rows < len(labels))).all()
+    assert len(plan.base) == len(plan.neighbour) == len(plan.step)
+    for rows_ in (plan.base, plan.neighbour):
+        assert np.issubdtype(rows_.dtype, np.integer), rows_.dtype
+        assert ((rows_ >= 0) & (rows_ < len(labels))).all(), "plan rows index the labels given"
     assert set(labels[plan.base]) <= set(labels)
     assert (labels[plan.neighbour] == labels[plan.base]).all(), "interpolate within a class"
+    synthetic = plan.synthetic
+    assert (labels[plan.neighbour[synthetic]] == labels[plan.base[synthetic]]).all()
     assert ((plan.step >= 0) & (plan.step <= 1)).all()
-    assert plan.materialize(features).shape == (len(plan), 4, 4, 3)
+    samples = plan.materialize(np.asarray(features))
+    assert samples.shape == (len(plan), 4, 4, 3) and samples.dtype == np.float32
+    assert (samples >= 0).all() and (samples <= 255).all()
+    # the same seed, the same plan
+    again = balancer.plan(StrictRowSubset(images, labelled), labels, 0)
+    for a, b in ((plan.base, again.base), (plan.neighbour, again.neighbour),
+                 (plan.step, again.step)):
+        assert np.array_equal(a, b), "a balancer must be deterministic for a given seed"
 
 
 def check_augmentation(component: Component, tmp_path: Path) -> None:
@@ -285,9 +356,79 @@ def check_loss(component: Component, tmp_path: Path) -> None:
         spec.prepare_model(keras.Model(inputs, outputs))
 
 
+class RecordingBalancer:
+    """Checks what a split passes the balancer and adds one synthetic row per class."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def plan(self, features, labels, seed):
+        self.calls += 1
+        assert isinstance(features, RowSubset), type(features)
+        assert features.dtype == np.uint8 and len(features) == len(labels)
+        labels = np.asarray(labels)
+        assert (labels != NO_LABEL).all(), "a balancer never sees unlabelled rows"
+        base, neighbour = [np.arange(len(labels))], [np.arange(len(labels))]
+        for label in np.unique(labels):
+            members = np.flatnonzero(labels == label)
+            base.append(members[:1])
+            neighbour.append(members[-1:])
+        extra = sum(len(b) for b in base[1:])
+        return BalancePlan(np.concatenate(base), np.concatenate(neighbour),
+                           np.concatenate([np.zeros(len(labels)), np.full(extra, 0.5)]))
+
+
+def check_split(component: Component, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from facelab.split import SPLITS, SplitRequest, Splits
+
+    rng = np.random.default_rng(0)
+    n_a, n_b = 40, 20
+    race = np.concatenate([rng.permutation(np.arange(n_a) % 3),
+                           np.full(n_b, NO_LABEL)])  # source b labels gender only
+    gender = np.concatenate([np.full(n_a, NO_LABEL), rng.permutation(np.arange(n_b) % 2)])
+    frame = pd.DataFrame({"path": [f"{i}.jpg" for i in range(n_a + n_b)],
+                          "source": ["a"] * n_a + ["b"] * n_b, "race": race, "gender": gender})
+    tasks = {"race": Task("race", ("white", "black", "asian")),
+             "gender": Task("gender", ("male", "female"))}
+    table = SampleTable(frame, tasks)
+    images = rng.integers(0, 255, (len(table), 4, 4, 3), dtype=np.uint8)
+    splitter = component.factory(build(component, tmp_path), _ctx(tmp_path))
+    balancer = RecordingBalancer()
+
+    def request() -> SplitRequest:
+        return SplitRequest(table, images, ["race", "gender"], "race", "race", balancer, 0)
+
+    splits = splitter.split(request())
+    assert balancer.calls >= 1, "the recipe's balancer must balance the training rows"
+    assert isinstance(splits, Splits)
+    assert set(splits.plans) == set(SPLITS)
+    n = len(table)
+    for name, plan in splits.plans.items():
+        assert isinstance(plan, BalancePlan), name
+        for rows in (plan.base, plan.neighbour):
+            assert ((rows >= 0) & (rows < n)).all(), name
+        synthetic = plan.synthetic
+        assert (race[plan.neighbour[synthetic]] == race[plan.base[synthetic]]).all(), name
+    train, test = splits.plans["train"], splits.plans["test"]
+    assert len(train) > 0 and len(test) > 0
+    assert not test.synthetic.any(), "test holds no synthetic samples"
+    train_rows = np.asarray(splits.train_rows)
+    assert set(np.concatenate([train.base, train.neighbour])) <= set(train_rows)
+    assert not set(test.base) & set(train_rows), "test rows leaked into training"
+    assert not set(test.base) & set(splits.plans["val"].base), "test rows leaked into validation"
+    assert {"a", "b"} <= set(frame["source"].to_numpy()[test.base]), "every source is tested"
+    again = splitter.split(request())
+    for name in SPLITS:
+        assert np.array_equal(splits.plans[name].base, again.plans[name].base), \
+            f"{name}: a split must be deterministic for a given seed"
+
+
 BUILD_CHECKS: dict[str, Callable[[Component, Path], None]] = {
     "dataset": check_dataset,
     "detector": check_detector,
+    "split": check_split,
     "balancer": check_balancer,
     "augmentation": check_augmentation,
     "backbone": check_backbone,
@@ -299,13 +440,272 @@ BUILD_CHECKS: dict[str, Callable[[Component, Path], None]] = {
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=IDS)
 def test_builds_on_tiny_inputs(component, tmp_path):
-    BUILD_CHECKS[component.kind](component, tmp_path)
+    check = BUILD_CHECKS.get(component.kind)
+    if check is None:
+        pytest.fail(f"component kind {component.kind!r} has no contract check: add "
+                    f"check_{component.kind}(component, tmp_path) to BUILD_CHECKS in tests/{HERE}")
+    check(component, tmp_path)
 
 
 def test_example_entries_name_registered_components():
     """Stale entries (a renamed or removed component) are errors too."""
     registered = {(c.kind, c.name) for c in COMPONENTS}
     assert set(EXAMPLE_PARAMS) <= registered, set(EXAMPLE_PARAMS) - registered
+    assert EAGER_TRAIN_STEP <= registered, EAGER_TRAIN_STEP - registered
+    assert {(kind, name) for kind, (name, _) in MODEL_DEFAULTS.items()} <= registered
     datasets = {c.name for c in COMPONENTS if c.kind == "dataset"}
     assert set(DATASET_FIXTURES) <= datasets, set(DATASET_FIXTURES) - datasets
     assert set(INPUT_SHAPES) <= {c.name for c in COMPONENTS if c.kind == "backbone"}
+
+
+# ------------------------------------------------------------------------------------------
+# Keras components in a model: train, gradients, save and load
+# ------------------------------------------------------------------------------------------
+
+#: The kinds whose components end up in the Keras model, and the component each model uses
+#: for the kinds not under test (with its parameters).
+MODEL_KINDS = ("backbone", "attention", "head", "loss")
+MODEL_DEFAULTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "backbone": ("simple-cnn", {"filters": [4, 8]}),
+    "attention": ("none", {}),
+    "head": ("classification", {}),
+    "loss": ("cross-entropy", {}),
+}
+#: Two tasks, so heads are built per task and losses mask per task.
+MODEL_TASKS = {"smile": Task("smile", ("non-smile", "smile")),
+               "age": Task("age", ("young", "adult", "old"))}
+MODEL_COMPONENTS = [c for c in COMPONENTS if c.kind in MODEL_KINDS]
+#: Components whose training step runs eagerly (a GradientTape and ``optimizer.apply``) instead
+#: of through ``train_on_batch``: tracing EfficientNet's train step takes 30 s on 2 CPU cores.
+EAGER_TRAIN_STEP = {("backbone", "efficientnet")}
+MODEL_IDS = [f"{c.kind}:{c.name}" for c in MODEL_COMPONENTS]
+BATCH = 4
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What ``facelab.model.build_model`` uses of a recipe's component (``ComponentSpec``)."""
+
+    component: Component
+    params: Params
+
+    @property
+    def name(self) -> str:
+        return self.component.name
+
+    def build(self, *args: Any) -> Any:
+        return self.component.factory(self.params, *args)
+
+
+def _spec(kind: str, component: Component | None, tmp_path: Path) -> _Spec:
+    if component is not None and component.kind == kind:
+        return _Spec(component, build(component, tmp_path))
+    name, values = MODEL_DEFAULTS[kind]
+    default = get_registry().get(kind, name)
+    return _Spec(default, default.validate(values, f"default {kind}"))
+
+
+def compiled_model(component: Component | None, tmp_path: Path):
+    """(model, input shape): ``component`` in its slot (None: all defaults), the defaults
+    elsewhere, assembled by ``build_model`` and compiled as ``compile_model`` does."""
+    import keras
+
+    from facelab.model import MaskedAccuracy, build_model
+
+    keras.utils.set_random_seed(0)
+    specs = {kind: _spec(kind, component, tmp_path) for kind in MODEL_KINDS}
+    backbone = specs["backbone"]
+    shape = INPUT_SHAPES.get(backbone.name, DEFAULT_INPUT)
+    recipe = SimpleNamespace(name="contract test", backbone=backbone,
+                             attention=specs["attention"], tasks=list(MODEL_TASKS),
+                             heads={task: specs["head"] for task in MODEL_TASKS})
+    model = build_model(recipe, shape, MODEL_TASKS)
+    spec = specs["loss"].build(MODEL_TASKS)
+    if spec.prepare_model is not None:
+        spec.prepare_model(model)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=spec.losses,
+                  loss_weights=spec.weights,
+                  metrics={task: [MaskedAccuracy(name="accuracy")] for task in MODEL_TASKS})
+    return model, shape
+
+
+def _batch(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """float32 images in 0-255, as the input pipeline gives them."""
+    return np.random.default_rng(seed).uniform(0, 255, (BATCH, *shape)).astype(np.float32)
+
+
+#: int64 labels as the input pipeline gives them; one age label missing.
+LABELS = {"smile": np.array([0, 1, 0, 1], np.int64),
+          "age": np.array([0, 1, 2, NO_LABEL], np.int64)}
+
+
+def _gradients(model, x, y, training: bool = True) -> tuple[list, list]:
+    """Gradients of the compiled loss (and the model's added losses, e.g. L2) for every
+    trainable variable, as ``fit`` computes them; and those of the added losses alone."""
+    import tensorflow as tf
+    from keras import ops
+
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = model(x, training=training)
+        total = model.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
+        added = ops.sum([ops.cast(loss, "float32") for loss in model.losses]) \
+            if model.losses else None
+    variables = model.trainable_variables
+    grads = [np.asarray(g) if g is not None else None for g in tape.gradient(total, variables)]
+    extra = [np.zeros(v.shape, np.float32) for v in variables] if added is None else \
+        [np.asarray(g) if g is not None else np.zeros(v.shape, np.float32)
+         for g, v in zip(tape.gradient(added, variables), variables)]
+    return grads, extra
+
+
+@pytest.mark.parametrize("component", MODEL_COMPONENTS, ids=MODEL_IDS)
+def test_model_trains_saves_and_loads(component, tmp_path):
+    """One training step (``train_on_batch``, the graph ``fit`` runs), then ``model.save`` and
+    ``keras.models.load_model`` (no custom_objects) give the same predictions, the same compiled
+    losses and weights, and the optimizer state."""
+    import keras
+
+    model, shape = compiled_model(component, tmp_path)
+    x = _batch(shape)
+    if (component.kind, component.name) in EAGER_TRAIN_STEP:
+        grads, _ = _gradients(model, x, LABELS)
+        model.optimizer.apply(grads, model.trainable_variables)
+    else:
+        logs = model.train_on_batch(x, LABELS, return_dict=True)
+        assert np.isfinite(logs["loss"]), logs
+    before = model(x, training=False)
+    assert set(before) == set(MODEL_TASKS)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    after = loaded(x, training=False)
+    for task in MODEL_TASKS:
+        np.testing.assert_allclose(np.asarray(after[task]), np.asarray(before[task]),
+                                   rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{task}: predictions changed by save/load")
+    # the compiled losses come back, of the same class and configuration, computing the same
+    # (the L2 penalty masked-multitask sets on variables is not saved: training state only)
+    weights = "loss_weights"
+    assert loaded.get_compile_config()[weights] == model.get_compile_config()[weights]
+    for task in MODEL_TASKS:
+        original, reloaded = model.loss[task], loaded.loss[task]
+        assert type(reloaded) is type(original)
+        assert reloaded.get_config() == original.get_config()
+        assert np.isclose(float(reloaded(LABELS[task], after[task])),
+                          float(original(LABELS[task], before[task])), rtol=1e-5)
+    assert int(loaded.optimizer.iterations) == 1, "the optimizer state is saved"
+
+
+@pytest.mark.parametrize("component", MODEL_COMPONENTS, ids=MODEL_IDS)
+def test_gradients_reach_every_trainable_weight(component, tmp_path):
+    model, shape = compiled_model(component, tmp_path)
+    assert model.trainable_variables
+    grads, extra = _gradients(model, _batch(shape), LABELS)
+    dead = [v.path for v, g, r in zip(model.trainable_variables, grads, extra)
+            if g is None or not np.any(g - r)]
+    assert not dead, f"no gradient from the loss reaches {dead}"
+
+
+def _branch(model, x, task: str) -> list[int]:
+    """Indices of the trainable variables only ``task``'s output depends on (its head)."""
+    import tensorflow as tf
+    from keras import ops
+
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        out = model(x, training=False)
+        own = ops.sum(out[task])
+        others = ops.sum([ops.sum(out[t]) for t in out if t != task])
+    g_own, g_other = tape.gradient(own, variables), tape.gradient(others, variables)
+    return [i for i, (a, b) in enumerate(zip(g_own, g_other)) if a is not None and b is None]
+
+
+@pytest.mark.parametrize("component", [c for c in MODEL_COMPONENTS if c.kind == "loss"],
+                         ids=[i for i, c in zip(MODEL_IDS, MODEL_COMPONENTS) if c.kind == "loss"])
+def test_unlabelled_samples_give_zero_gradient_to_their_task(component, tmp_path):
+    model, shape = compiled_model(component, tmp_path)
+    x = _batch(shape)
+    age_head = _branch(model, x, "age")
+    smile_head = _branch(model, x, "smile")
+    assert age_head and smile_head, "each task has a branch of its own"
+
+    def task_grads(y, inputs=x):
+        # inference mode: batch norm and dropout would otherwise mix or drop samples
+        grads, extra = _gradients(model, inputs, y, training=False)
+        return [grads[i] - extra[i] for i in age_head], [grads[i] - extra[i] for i in smile_head]
+
+    # no sample labelled for age: exactly zero gradient to the age branch
+    age, smile = task_grads({"smile": LABELS["smile"], "age": np.full(BATCH, NO_LABEL, np.int64)})
+    assert all(not g.any() for g in age), "unlabelled samples moved the age head"
+    assert all(g.any() for g in smile), "labelled samples must move the smile head"
+    # labelled samples do move it; unlabelled ones, whatever their image, add nothing
+    y = {"smile": LABELS["smile"], "age": np.array([1, NO_LABEL, 2, NO_LABEL], np.int64)}
+    age, _ = task_grads(y)
+    assert all(g.any() for g in age), "labelled samples must move the age head"
+    other = x.copy()
+    other[[1, 3]] = _batch(shape, seed=1)[[1, 3]]
+    age_other, _ = task_grads(y, other)
+    for g, h in zip(age, age_other):
+        np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-7,
+                                   err_msg="an unlabelled sample changed the age gradient")
+
+
+def _custom_classes(model) -> set[type]:
+    """Classes in ``model`` (layers, nested models' layers, losses) that are not Keras's own."""
+    import keras
+
+    classes, stack = set(), [model]
+    while stack:
+        layer = stack.pop()
+        classes.add(type(layer))
+        stack.extend(getattr(layer, "layers", []))
+    classes |= {type(loss) for loss in keras.tree.flatten(model.loss)}
+    return {c for c in classes if not c.__module__.startswith("keras")}
+
+
+def test_saved_models_load_in_a_fresh_process(tmp_path):
+    """``keras.models.load_model`` in a new interpreter, without ``custom_objects``, finds every
+    class of facelab's and the plugins' once ``facelab.manager.import_keras_modules()`` ran
+    (plugins keep their Keras classes in modules that loading the plugins does not import)."""
+    from facelab.model import MaskedAccuracy
+
+    covered: set[type] = {type(None)}
+    saved = {}
+    for component in [None, *MODEL_COMPONENTS]:
+        if component is not None and component.name == MODEL_DEFAULTS[component.kind][0]:
+            continue  # already in the default model
+        model, shape = compiled_model(component, tmp_path)
+        custom = _custom_classes(model) | {MaskedAccuracy}
+        if custom <= covered:
+            continue
+        covered |= custom
+        x = _batch(shape)
+        name = "default" if component is None else f"{component.kind}-{component.name}"
+        path = tmp_path / f"{name}.keras"
+        model.save(path)
+        np.savez(tmp_path / f"{name}.npz", x=x, **{
+            f"y_{task}": np.asarray(probs) for task, probs in model.predict_on_batch(x).items()})
+        saved[name] = sorted(f"{c.__module__}.{c.__qualname__}" for c in custom)
+    code = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+
+        import numpy as np
+
+        import facelab.manager
+
+        facelab.manager.import_keras_modules()
+        import keras
+
+        for name in sys.argv[2:]:
+            model = keras.models.load_model(Path(sys.argv[1]) / f"{name}.keras")
+            data = np.load(Path(sys.argv[1]) / f"{name}.npz")
+            got = model.predict_on_batch(data["x"])
+            for task, probs in got.items():
+                np.testing.assert_allclose(probs, data[f"y_{task}"], rtol=1e-5, atol=1e-6)
+            print("loaded", name)
+    """)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path), *saved],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, f"{saved}\n{result.stderr[-3000:]}"
+    assert result.stdout.split() == [w for name in saved for w in ("loaded", name)], result.stdout
