@@ -134,15 +134,16 @@ def test_a_saved_model_with_cbam_reloads_in_a_fresh_process(tmp_path):
 @pytest.mark.parametrize("kind", ["optimizer", "schedule"])
 def test_static_keras_signatures_match_keras(kind):
     """The hand-written reader of Keras's source finds the classes and arguments Keras has."""
-    from facelab import recipe
+    from facelab import keras_objects
 
-    static = recipe._static_constructors(kind)
+    static = keras_objects._static_constructors(kind)
     assert static.complete
-    assert static == recipe._imported_constructors(kind)
+    assert static == keras_objects._imported_constructors(kind)
 
 
 def _check(kind: str, **spec):
-    from facelab.recipe import KerasObject, check_keras_object
+    from facelab.keras_objects import check_keras_object
+    from facelab.recipe import KerasObject
 
     check_keras_object(kind, KerasObject(**spec), f"train.{kind}")
 
@@ -165,26 +166,27 @@ def test_static_check_messages():
 
 def test_static_check_falls_back_to_keras(monkeypatch):
     """An unexpected Keras layout, or a name the reader could not follow, asks Keras itself."""
-    from facelab import recipe
+    from facelab import keras_objects
 
     def broken(kind):
         raise SyntaxError("unexpected layout")
 
-    monkeypatch.setattr(recipe, "_static_constructors", broken)
+    monkeypatch.setattr(keras_objects, "_static_constructors", broken)
     _check("optimizer", type="adam", learning_rate=0.1)
     with pytest.raises(FacelabError, match="did you mean 'learning_rate'"):
         _check("optimizer", type="adam", learning_rat=0.1)
 
-    partial = recipe._Constructors({"SGD": ("self", "learning_rate")}, {"SGD": ()},
+    partial = keras_objects._Constructors({"SGD": ("self", "learning_rate")}, {"SGD": ()},
                                    complete=False)
-    monkeypatch.setattr(recipe, "_static_constructors", lambda kind: partial)
+    monkeypatch.setattr(keras_objects, "_static_constructors", lambda kind: partial)
     _check("optimizer", type="adam", beta_1=0.8)  # not in the partial table: Keras has it
     with pytest.raises(FacelabError, match="unknown optimizer 'adamm'"):
         _check("optimizer", type="adamm")
 
 
 def test_wrong_values_fail_when_built_naming_the_key():
-    from facelab.recipe import KerasObject, build_keras_object
+    from facelab.keras_objects import build_keras_object
+    from facelab.recipe import KerasObject
 
     _check("optimizer", type="sgd", momentum=2)  # a value: not checked at validation
     with pytest.raises(FacelabError, match=r"^train.optimizer: invalid optimizer arguments "
