@@ -24,6 +24,8 @@ import numpy as np
 
 from facelab.context import QuietProgress
 from facelab.errors import RunTerminated
+from facelab.modelspec import FILE as MODEL_SPEC_FILE
+from facelab.modelspec import model_spec
 from facelab.recipe import Recipe, check_keras_values
 from facelab.results import Efficiency, RunResult, metrics_to_json
 from facelab.run import Run, new_output_dir, new_run_id, provenance_tags
@@ -123,6 +125,8 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
     recipe, output = run.recipe, run.output_dir
     _write_recipe(recipe, output)
     write_json(output / "data_counts.json", data.counts.to_json())
+    write_json(output / MODEL_SPEC_FILE,
+               model_spec(recipe, data.tasks, data.images.shape[1:]).to_json())
     sets = pipeline.datasets(recipe, data, ctx)
     model = pipeline.compile_model(recipe, data.images.shape[1:], data.tasks)
     _write_summary(model, output)

@@ -36,7 +36,8 @@ SPLIT_CONTEXT = {"train": "train", "val": "validation", "test": "test"}
 #: Output-folder files and the artifact folder each goes to; other top-level files go to
 #: ``reports/``, folders keep their names.
 ARTIFACT_FOLDERS = {"recipe.yaml": "recipe", "recipe.original.yaml": "recipe",
-                    "overrides.txt": "recipe", "paper.yaml": "recipe"}
+                    "overrides.txt": "recipe", "paper.yaml": "recipe",
+                    "model_spec.json": "model_spec"}
 #: The tag linking an MLflow run to facelab's ``Run.id``.
 RUN_ID_TAG = "facelab.run_id"
 
