@@ -138,11 +138,15 @@ def run(recipe: Path, overrides: tuple[str, ...], dry_run: bool) -> None:
                                     "(--dry-run)"))
         console.print(resolved.to_yaml(), highlight=False, markup=False)
         return
-    quiet_tensorflow()
-    from facelab.console import EpochProgress, RichProgress, print_result
-    from facelab.runner import run_recipe
+    from facelab.console import RichProgress
 
     progress = RichProgress(console)
+    with progress.phase("starting TensorFlow"):
+        quiet_tensorflow()
+    from facelab.callbacks import EpochProgress
+    from facelab.console import print_result
+    from facelab.runner import run_recipe
+
     callbacks = [EpochProgress(progress, resolved.schema.train.epochs)]
     print_result(console, run_recipe(resolved, progress=progress, callbacks=callbacks))
 

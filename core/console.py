@@ -1,11 +1,13 @@
-"""Rich output: progress bars for long steps, one bar per epoch, and result tables."""
+"""Rich output: progress bars and phases for long steps, and result tables (no Keras here:
+the epoch bars are a Keras callback, in :mod:`facelab.callbacks`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
-import keras
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -39,36 +41,35 @@ class RichProgress:
     def log(self, message: str) -> None:
         self.console.print(Text(message, style="dim"))
 
-
-class EpochProgress(keras.callbacks.Callback):
-    """One rich bar per epoch, showing the running loss and metrics."""
-
-    def __init__(self, reporter: RichProgress, epochs: int):
-        super().__init__()
-        self.reporter, self.epochs = reporter, epochs
-        self.progress: Progress | None = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.progress = self.reporter._progress()
-        self.progress.start()
-        steps = self.params.get("steps")
-        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=steps, info="")
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.progress.update(self.task, advance=1, info=format_logs(logs))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.progress.update(self.task, info=format_logs(logs))
-        self.progress.stop()
-
-    def on_train_end(self, logs=None):
-        if self.progress is not None:
-            self.progress.stop()
+    @contextmanager
+    def phase(self, description: str) -> Iterator[None]:
+        """A spinner while ``description`` runs, then one line with its duration."""
+        start = time.perf_counter()
+        with self.console.status(Text(f"{description}...")):
+            yield
+        self.log(f"{description}: {time.perf_counter() - start:.1f} s")
 
 
 def format_logs(logs: dict | None) -> str:
-    return "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items()
-                     if k == "loss" or k.endswith("accuracy") or k.startswith("val_"))
+    """``loss 0.812 acc 0.652 | val loss 1.023 acc 0.636``: the loss and accuracies, training
+    then validation (a multi-task model shows each task's accuracy under the task's name)."""
+    logs = logs or {}
+
+    def pick(prefix: str) -> str:
+        out = []
+        for key, value in logs.items():
+            if key.startswith("val_") != bool(prefix):
+                continue
+            name = key[len(prefix):]
+            if name == "loss":
+                out.append(f"loss {float(value):.3f}")
+            elif name.endswith("accuracy"):
+                label = "acc" if name == "accuracy" else name.removesuffix("_accuracy")
+                out.append(f"{label} {float(value):.3f}")
+        return " ".join(out)
+
+    train, val = pick(""), pick("val_")
+    return f"{train} | val {val}" if val else train
 
 
 def metrics_table(split: str, metrics: TaskMetrics) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -17,6 +18,9 @@ class ProgressReporter(Protocol):
     def log(self, message: str) -> None:
         """Print one line of status."""
 
+    def phase(self, description: str):
+        """A context manager: show that ``description`` is under way until it ends."""
+
 
 class QuietProgress:
     """A reporter that shows nothing (library use and tests)."""
@@ -26,6 +30,10 @@ class QuietProgress:
 
     def log(self, message: str) -> None:
         pass
+
+    @contextmanager
+    def phase(self, description: str) -> Iterator[None]:
+        yield
 
 
 @dataclass

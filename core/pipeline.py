@@ -20,7 +20,7 @@ from facelab.evaluate import classification_metrics, group_accuracy
 from facelab.inputs import make_dataset
 from facelab.model import MaskedAccuracy, build_model
 from facelab.recipe import Recipe, build_keras_object
-from facelab.results import DataCounts, StageCounts, TaskMetrics, epoch_metrics
+from facelab.results import DataCounts, StageCounts, TaskMetrics
 from facelab.split import SPLITS, SplitRequest, Splits
 
 
@@ -193,30 +193,3 @@ def evaluate_split(recipe: Recipe, data: PreparedData, split: str, probs: dict[s
                                 recipe.schema.evaluate.groups, data.table.tasks)
         results[task] = replace(metrics, groups=groups)
     return results
-
-
-class HookCallback(keras.callbacks.Callback):
-    """Tells the ``epoch_ended`` hook every epoch's metrics and the learning rate in effect."""
-
-    def __init__(self, hooks, run, tasks: list[str]):
-        super().__init__()
-        self.hooks, self.run, self.tasks = hooks, run, tasks
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        rate = current_learning_rate(self.model.optimizer)
-        if rate is not None:
-            logs["learning_rate"] = rate
-        self.hooks.epoch_ended(run=self.run, epoch=epoch + 1,
-                               metrics=epoch_metrics(logs, self.tasks))
-
-
-def current_learning_rate(optimizer) -> float | None:
-    """The rate in effect now, schedules included."""
-    rate = getattr(optimizer, "learning_rate", None)
-    if rate is None:
-        return None
-    try:
-        return float(keras.ops.convert_to_numpy(optimizer._get_current_learning_rate()))
-    except Exception:  # an optimizer without Keras's private helper
-        return float(keras.ops.convert_to_numpy(rate))

@@ -29,6 +29,30 @@ class Run:
                 "recipe": self.recipe.name, "tags": dict(self.tags), "started": self.started}
 
 
+#: MLflow and most trackers cap run names; longer labels are cut with "...".
+MAX_NAME_LENGTH = 250
+
+
+def short_override(override: str) -> str:
+    """``model.attention.type=cbam`` -> ``attention=cbam``; ``train.epochs=3`` -> ``epochs=3``."""
+    key, _, value = override.partition("=")
+    parts = key.split(".")
+    if len(parts) > 1 and parts[0] in ("data", "model", "train", "evaluate", "tracking"):
+        parts = parts[1:]
+    if len(parts) > 1 and parts[-1] == "type":
+        parts = parts[:-1]
+    return f"{'.'.join(parts)}={value}"
+
+
+def run_label(recipe_name: str, overrides) -> str:
+    """``quickstart[attention=cbam,epochs=3]``: the recipe and what the overrides changed, so
+    runs of one recipe are told apart in run lists."""
+    if not overrides:
+        return recipe_name
+    label = f"{recipe_name}[{','.join(short_override(o) for o in overrides)}]"
+    return label if len(label) <= MAX_NAME_LENGTH else label[: MAX_NAME_LENGTH - 4] + "...]"
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex
 

@@ -28,7 +28,7 @@ from facelab.modelspec import FILE as MODEL_SPEC_FILE
 from facelab.modelspec import model_spec
 from facelab.recipe import Recipe, check_keras_values
 from facelab.results import Efficiency, RunResult, metrics_to_json
-from facelab.run import Run, new_output_dir, new_run_id, provenance_tags
+from facelab.run import Run, new_output_dir, new_run_id, provenance_tags, run_label
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] 
                progress=None, callbacks=(), hooks=None) -> RunResult:
     """Run a validated recipe.
 
-    ``name`` (default: ``tracking.run_name``, else the recipe name) and ``tags`` are given to
+    ``name`` (default: ``tracking.run_name``, else the recipe name with its overrides,
+    ``quickstart[attention=cbam]``) and ``tags`` are given to
     the run (a sweep names its children); ``callbacks`` are extra Keras callbacks (progress
     bars); ``hooks`` is the plugin manager's hook relay (default: the loaded plugins').
     """
@@ -87,16 +88,19 @@ def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] 
     set_seed(recipe.schema.seed)
     ctx = pipeline.make_context(recipe, progress)
     data = pipeline.prepare_data(recipe, ctx)
-    run = Run(id=new_run_id(), name=name or recipe.schema.tracking.run_name or recipe.name,
+    name = name or recipe.schema.tracking.run_name or run_label(recipe.name, recipe.overrides)
+    run = Run(id=new_run_id(), name=name,
               output_dir=new_output_dir(recipe), recipe=recipe,
               tags=_run_tags(hooks, recipe, tags))
     with sigterm_raises():
         try:
             references: dict[str, str] = {}
-            for answer in hooks.run_started(run=run, data=data):
-                references.update(answer or {})
+            with progress.phase("starting the run"):
+                for answer in hooks.run_started(run=run, data=data):
+                    references.update(answer or {})
             result, outputs = _train_and_evaluate(run, data, ctx, callbacks, hooks, references)
-            hooks.run_finished(run=run, result=result, outputs=outputs)
+            with progress.phase("reporting (tables, figures, tracking)"):
+                hooks.run_finished(run=run, result=result, outputs=outputs)
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunTerminated)) else "FAILED"
             try:
@@ -121,23 +125,26 @@ def _run_tags(hooks, recipe: Recipe, extra: dict[str, str] | None) -> dict[str, 
 def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[str, str]
                         ) -> tuple[RunResult, RunOutputs]:
     from facelab import pipeline
+    from facelab.callbacks import HookCallback
 
     recipe, output = run.recipe, run.output_dir
     _write_recipe(recipe, output)
     write_json(output / "data_counts.json", data.counts.to_json())
     write_json(output / MODEL_SPEC_FILE,
                model_spec(recipe, data.tasks, data.images.shape[1:]).to_json())
-    sets = pipeline.datasets(recipe, data, ctx)
-    model = pipeline.compile_model(recipe, data.images.shape[1:], data.tasks)
-    _write_summary(model, output)
-    epochs = pipeline.HookCallback(hooks, run, recipe.tasks)
+    with ctx.progress.phase("building the model"):
+        sets = pipeline.datasets(recipe, data, ctx)
+        model = pipeline.compile_model(recipe, data.images.shape[1:], data.tasks)
+        _write_summary(model, output)
+    epochs = HookCallback(hooks, run, recipe.tasks)
     history, train_seconds = pipeline.train(recipe, model, sets, [*callbacks, epochs])
     write_json(output / "history.json", history)
-    probs = {split: pipeline.predict(model, sets[split])
-             for split in ("val", "test") if split in sets}
-    metrics = {split: pipeline.evaluate_split(recipe, data, split, p)
-               for split, p in probs.items()}
-    efficiency = _efficiency(recipe, model, data, train_seconds)
+    with ctx.progress.phase("evaluating"):
+        probs = {split: pipeline.predict(model, sets[split])
+                 for split in ("val", "test") if split in sets}
+        metrics = {split: pipeline.evaluate_split(recipe, data, split, p)
+                   for split, p in probs.items()}
+        efficiency = _efficiency(recipe, model, data, train_seconds)
     write_json(output / "metrics.json", metrics_to_json(metrics))
     write_json(output / "efficiency.json", efficiency.to_json())
     result = RunResult(run, metrics, data.counts, efficiency, history, references)

@@ -80,11 +80,13 @@ def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
                           "yes" if combo.index in mine else "")
         console.print(table)
         return
-    quiet_tensorflow()
-    from facelab.console import EpochProgress, RichProgress
-    from facelab.runner import run_recipe
+    from facelab.console import RichProgress
 
     progress = RichProgress(console)
+    with progress.phase("starting TensorFlow"):
+        quiet_tensorflow()
+    from facelab.callbacks import EpochProgress
+    from facelab.runner import run_recipe
 
     def run_one(recipe, name, tags):
         return run_recipe(recipe, name=name, tags=tags, progress=progress,

@@ -37,9 +37,9 @@ class Combination:
 
     def label(self, recipe_name: str) -> str:
         """``quickstart[attention=cbam,balancer=smote]``: the child's run name."""
-        if not self.overrides:
-            return recipe_name
-        return f"{recipe_name}[{','.join(short_override(o) for o in self.overrides)}]"
+        from facelab.run import run_label
+
+        return run_label(recipe_name, self.overrides)
 
 
 @dataclass
@@ -70,17 +70,6 @@ class SweepFailed(Exception):
         self.result = result
         names = ", ".join(c.name for c in result.failed)
         super().__init__(f"{len(result.failed)} of {len(result.children)} runs failed: {names}")
-
-
-def short_override(override: str) -> str:
-    """``model.attention.type=cbam`` -> ``attention=cbam``; ``train.epochs=3`` -> ``epochs=3``."""
-    key, _, value = override.partition("=")
-    parts = key.split(".")
-    if len(parts) > 1 and parts[0] in ("data", "model", "train", "evaluate", "tracking"):
-        parts = parts[1:]
-    if len(parts) > 1 and parts[-1] == "type":
-        parts = parts[:-1]
-    return f"{'.'.join(parts)}={value}"
 
 
 def split_values(text: str) -> list[str]:
