@@ -40,13 +40,13 @@ def test_config_c_learns_every_task(workdir, monkeypatch):
                                   "data.split.by_source.imdb_wiki.test=150"])
     result = run_recipe(recipe)
     counts = result.counts
-    assert counts["test"]["sources"] == {"genki4k": 100, "imdb_wiki": 150}
-    assert counts["train"]["sources"] == {"genki4k": 300, "imdb_wiki": 450}
-    assert sum(counts["skipped"].values()) == 25  # 5 reasons x 5 rows, in the IMDB source
+    assert counts.stages["test"].sources == {"genki4k": 100, "imdb_wiki": 150}
+    assert counts.stages["train"].sources == {"genki4k": 300, "imdb_wiki": 450}
+    assert sum(counts.skipped.values()) == 25  # 5 reasons x 5 rows, in the IMDB source
     test = result.metrics["test"]
-    assert {task: m["n"] for task, m in test.items()} == {"smile": 100, "age": 150, "gender": 150}
-    accuracy = {task: m["accuracy"] for task, m in test.items()}
+    assert {task: m.n for task, m in test.items()} == {"smile": 100, "age": 150, "gender": 150}
+    accuracy = {task: m.accuracy for task, m in test.items()}
     # chance: majority class ~0.54 (smile), 0.5 (gender), 1/6 (age, groups spread evenly)
     assert accuracy["smile"] > 0.75 and accuracy["gender"] > 0.65 and accuracy["age"] > 0.35, \
         accuracy
-    assert result.efficiency["total_params"] == 3_953_130
+    assert result.efficiency.total_params == 3_953_130
