@@ -102,7 +102,7 @@ class TrackingSection(Params):
     run_name: str | None = field(None, "run name (default: the recipe name)")
     enabled: bool = field(True, "track the run (tracking plugins log nothing when false)")
     log_model: bool = field(True, "log the trained model")
-    system_metrics: bool = field(False, "log CPU/GPU/memory system metrics")
+    system_metrics: bool = field(True, "log CPU, memory and GPU system metrics while it runs")
     tags: dict[str, str] = field({}, "extra run tags")
 
 

@@ -230,25 +230,30 @@ def test_reading_commands_need_a_store(workdir, cli_runner):
 def test_ui_serves_the_same_store(workdir):
     from facelab.plugins.mlflow.store import port_free
 
-    store().search_experiments()  # creates mlflow.db
+    client = store()  # creates mlflow.db
+    experiment = client.create_experiment("ui-test")
+    runs = [client.create_run(experiment).info.run_id for _ in range(2)]
     port = next(p for p in range(5123, 5200) if port_free("127.0.0.1", p))
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true",
                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    log = open(workdir / "ui.log", "w")  # the server's own messages; stdout is ours alone
     process = subprocess.Popen([sys.executable, "-m", "facelab.cli", "ui", "--port", str(port)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=env, stdout=subprocess.PIPE, stderr=log,
                                text=True, start_new_session=True)
     try:
-        line = process.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in line, line
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.status == 200
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.5)
+        first = process.stdout.readline()
+        assert f"127.0.0.1:{port}" in first and "http://" not in first, first
+        ready = process.stdout.readline()  # printed only once the server answers
+        base = f"http://127.0.0.1:{port}"
+        assert ready.startswith("MLflow UI ready: ") and \
+            f"{base}/#/experiments/{experiment}/runs" in ready, ready
+        with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
+            assert r.status == 200
+        # `facelab compare` links to the UI actually running, on its port
+        compared = subprocess.run([sys.executable, "-m", "facelab.cli", "compare", *runs],
+                                  env=env, capture_output=True, text=True, timeout=120)
+        assert compared.returncode == 0, compared.stdout + compared.stderr
+        assert f"{base}/#/compare-runs?runs=" in compared.stdout, compared.stdout
         from mlflow.tracking import MlflowClient
 
         names = [e.name for e in MlflowClient(f"http://127.0.0.1:{port}").search_experiments()]

@@ -30,7 +30,7 @@ def run_started(run, data):
                              settings.experiment, settings.system_metrics)
     # a failure from here on reaches run_failed, which ends this MLflow run
     tracking.log_params(run.recipe.flat())
-    tracking.log_datasets(run.recipe, data)
+    tracking.log_datasets(tracking.split_datasets(run.recipe, data))
     return {"MLflow run": started.info.run_id}
 
 
@@ -49,11 +49,17 @@ def run_finished(run, result, outputs):
         return
     from facelab.plugins.mlflow import tracking
 
+    from facelab.modelspec import FILE
+
     run_id = tracking.find_run(run.id)
     # a failure here reaches run_failed, which ends the still-running MLflow run FAILED
-    tracking.log_metrics(result.final_metrics())
+    model_id = None
     if run.recipe.schema.tracking.log_model:
-        tracking.log_model(outputs.model, run.recipe, outputs.data)
+        model_id = tracking.log_model(outputs.model, run.recipe, outputs.data,
+                                      run.output_dir / FILE).model_id
+    tracking.log_final_metrics(result, tracking.split_datasets(run.recipe, outputs.data),
+                               model_id)
+    tracking.log_tables(result)
     tracking.finish(run_id, "FINISHED", None, run.output_dir)
 
 

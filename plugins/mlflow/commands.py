@@ -222,21 +222,35 @@ def compare(run_ids: tuple[str, ...], show_all: bool, patterns: tuple[str, ...],
             cells.append("-" if a is None or b is None else f"{b - a:+.4f}")
         table.add_row(key, *cells)
     console.print(table)
-    console.print(f"in the MLflow UI (facelab ui): {store.compare_url('http://127.0.0.1:5000', found)}",
-                  highlight=False, soft_wrap=True, markup=False)
+    running = store.running_ui(store.store_uri(uri))
+    if running:
+        console.print(f"compare in the MLflow UI: {store.compare_url(running, found)}",
+                      highlight=False, soft_wrap=True, markup=False)
+    else:
+        base = uri if (uri or "").startswith(("http://", "https://")) else \
+            "http://127.0.0.1:5000"
+        console.print(f"compare in the MLflow UI (start it with `facelab ui`): "
+                      f"{store.compare_url(base, found)}", highlight=False, soft_wrap=True,
+                      markup=False)
 
 
 @click.command()
 @click.option("--port", "-p", default=5000, show_default=True, help="Port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface; keep 127.0.0.1 unless you mean to share the UI.")
+@click.option("--experiment", "-e", metavar="NAME",
+              help="Open on this experiment's runs (default: the newest run's experiment).")
 @TRACKING_URI
-def ui(port: int, host: str, uri: str | None) -> None:
+def ui(port: int, host: str, uri: str | None, experiment: str | None) -> None:
     """Start the MLflow UI on the same store as `facelab run` (Ctrl-C stops it).
+
+    It prints the address of the experiment's training runs once the server answers (the
+    newest run's experiment, or --experiment). `facelab compare` then links to this server.
 
     \b
     Example:
       facelab ui --port 5001
+      facelab ui --experiment quickstart
     """
     import signal
     import subprocess
@@ -251,23 +265,36 @@ def ui(port: int, host: str, uri: str | None) -> None:
     if not store.port_free(host, port):
         raise FacelabError(f"--port {port}: already in use on {host}; pick another, "
                            "e.g. --port 5001")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(Text(f"warning: --host {host} shares the UI (and every run in the "
+                               "store) beyond this machine", style="yellow"))
     # The server (and its workers) get their own process group, stopped as a whole below, also
     # when we are stopped by SIGTERM rather than Ctrl-C.
+    # Its own output goes to stderr: stdout carries only our lines (the address).
     process = subprocess.Popen(store.ui_command(resolved, host, port), env=store.ui_env(),
-                               start_new_session=True)
+                               start_new_session=True, stdout=sys.stderr.fileno())
 
     def terminated(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminated)
-    click.echo(f"MLflow UI: http://{host}:{port}  (Ctrl-C to stop)")
-    click.echo(f"store: {resolved}")
-    sys.stdout.flush()
+    base = f"http://{host}:{port}"
+    state = None
     try:
+        console.print(f"starting the MLflow server on {host}:{port} (store: {resolved})",
+                      markup=False, highlight=False, soft_wrap=True)
+        store.wait_until_serving(base, process)
+        page = store.runs_url(base, store.client(uri), experiment)
+        state = store.write_ui_state(resolved, base, process.pid)
+        console.print(f"MLflow UI ready: {page}  (Ctrl-C to stop)", markup=False,
+                      highlight=False, soft_wrap=True)
+        sys.stdout.flush()
         sys.exit(process.wait())
     except KeyboardInterrupt:
         pass
     finally:
+        if state is not None:
+            state.unlink(missing_ok=True)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:

@@ -232,3 +232,77 @@ def ui_env() -> dict[str, str]:
     # The server's job workers (GenAI scoring) cost seconds of start-up and a process each.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     return env
+
+
+# --------------------------------------------------------------------------------------------
+# A running `facelab ui`: where it listens, so `compare` links to the port actually used
+# --------------------------------------------------------------------------------------------
+
+#: Beside a sqlite store: ``{"url": ..., "pid": ..., "store": ...}`` of its running UI.
+UI_STATE = ".facelab-ui.json"
+#: How long `facelab ui` waits for the server to answer.
+UI_START_TIMEOUT = 180
+
+
+def _ui_state_path(uri: str) -> Path | None:
+    path = sqlite_path(uri)
+    return None if path is None else path.parent / f"{path.name}{UI_STATE}"
+
+
+def write_ui_state(uri: str, url: str, pid: int) -> Path | None:
+    """Record the running UI's address (atomically); returns the file to remove on exit."""
+    import json
+    import tempfile
+
+    path = _ui_state_path(uri)
+    if path is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        json.dump({"url": url, "pid": pid, "store": uri}, f)
+    os.replace(f.name, path)
+    return path
+
+
+def running_ui(uri: str) -> str | None:
+    """The address of a `facelab ui` serving this store, if one is running."""
+    import json
+
+    path = _ui_state_path(uri)
+    try:
+        state = json.loads(path.read_text()) if path else None
+        os.kill(int(state["pid"]), 0)  # raises when the process is gone
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return state["url"] if state.get("store") == uri else None
+
+
+def wait_until_serving(base: str, process, timeout: float = UI_START_TIMEOUT) -> None:
+    """Return once ``base/health`` answers; a server that exits or never answers is an error."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise FacelabError(f"the MLflow server exited with code {process.returncode} before "
+                               "it answered; its messages are above")
+        if time.monotonic() > deadline:
+            raise FacelabError(f"the MLflow server did not answer {base}/health within "
+                               f"{timeout:.0f} s")
+        time.sleep(0.3)
+
+
+def runs_url(base: str, mlflow_client, experiment: str | None) -> str:
+    """The training-runs page of ``experiment`` (default: the newest run's experiment)."""
+    if experiment is not None:
+        ids = experiment_ids(mlflow_client, experiment)
+    else:
+        newest = search(mlflow_client, limit=1)
+        ids = [newest[0].info.experiment_id] if newest else []
+    return f"{base}/#/experiments/{ids[0]}/runs" if ids else f"{base}/"

@@ -86,6 +86,12 @@ def start(run_name: str, tags: dict[str, Any], description: str | None, uri: str
     quiet_mlflow()  # mlflow sets its loggers to INFO when first imported
     if system_metrics:
         _check_psutil()
+        # MLflow samples every 10 s by default, so a run of a few seconds logs none; sample
+        # every 2 s and log each sample, unless the user set MLflow's own variables.
+        if "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
+            mlflow.set_system_metrics_sampling_interval(2)
+        if "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING" not in os.environ:
+            mlflow.set_system_metrics_samples_before_logging(1)
     use_experiment(uri, experiment)
     return mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None,
                             tags={k: tag_text(v) for k, v in tags.items()},
@@ -245,9 +251,8 @@ def split_frames(recipe, data) -> dict[str, Any]:
     return out
 
 
-def log_datasets(recipe, data) -> None:
-    """One MLflow dataset input per split, contexts train / validation / test."""
-    import mlflow
+def split_datasets(recipe, data) -> dict[str, Any]:
+    """One MLflow dataset per split (its table of samples, digest and source)."""
     import mlflow.data
 
     sources = {name: spec for name, spec in recipe.datasets.items()}
@@ -255,14 +260,59 @@ def log_datasets(recipe, data) -> None:
     roots = [str(getattr(spec.params, "root", "") or "") for spec in sources.values()]
     source = ";".join(r for r in roots if r) or str(
         Path(recipe.schema.data.cache_dir).expanduser().absolute())
+    out = {}
     for split, table in split_frames(recipe, data).items():
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(table, source=source, targets=recipe.stratify,
-                                              name=f"{kinds}-{split}")
+            out[split] = mlflow.data.from_pandas(table, source=source, targets=recipe.stratify,
+                                                 name=f"{kinds}-{split}")
+    return out
+
+
+def log_datasets(datasets: dict[str, Any]) -> None:
+    """One MLflow dataset input per split, contexts train / validation / test."""
+    import mlflow
+
+    for split, dataset in datasets.items():
+        table = dataset.df
         mlflow.log_input(dataset, context=SPLIT_CONTEXT.get(split, split),
                          tags={"samples": str(len(table)),
                                "synthetic": str(int(table["synthetic"].sum()))})
+
+
+def log_final_metrics(result, datasets: dict[str, Any], model_id: str | None) -> None:
+    """The run's final metrics, each split's linked to its dataset and all to the logged model,
+    so the model's page shows the final numbers and the data they were measured on."""
+    from facelab.results import parse_metric_name
+
+    by_split: dict[str | None, dict[str, float]] = {}
+    for key, value in result.final_metrics().items():
+        parsed = parse_metric_name(key)
+        by_split.setdefault(parsed.split if parsed else None, {})[key] = value
+    for split, metrics in by_split.items():
+        import mlflow
+
+        clean = {_metric_key(k): float(v) for k, v in metrics.items() if v == v}  # no NaN
+        if clean:
+            mlflow.log_metrics(clean, model_id=model_id, dataset=datasets.get(split))
+
+
+def log_tables(result) -> None:
+    """Per-class scores and per-group accuracies as MLflow tables (browsable in the UI)."""
+    import mlflow
+
+    for split, tasks in result.metrics.items():
+        for task, m in tasks.items():
+            rows = [{"class": cls, "precision": s.precision, "recall": s.recall, "f1": s.f1,
+                     "support": s.support} for cls, s in m.per_class.items()]
+            if rows:
+                mlflow.log_table({k: [r[k] for r in rows] for k in rows[0]},
+                                 f"tables/{split}_{task}_per_class.json")
+            if m.groups is not None and m.groups.groups:
+                columns = [*m.groups.columns, "n", "accuracy"]
+                groups = [{**g.group, "n": g.n, "accuracy": g.accuracy} for g in m.groups.groups]
+                mlflow.log_table({c: [g.get(c) for g in groups] for c in columns},
+                                 f"tables/{split}_{task}_groups.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,8 +338,13 @@ def pip_requirements(recipe) -> list[str]:
     return [f"{name}=={v}" for name, v in pins.items()]
 
 
-def log_model(model, recipe, data) -> Any:
-    """Log the trained model as an MLflow LoggedModel with a signature; returns its info."""
+def log_model(model, recipe, data, spec_file: Path | None) -> Any:
+    """Log the trained model as an MLflow LoggedModel with a signature, an input example and
+    its model spec (tasks, class names, input, detector) as metadata and as a file; returns its
+    info. Keras's progress bar is muted while MLflow checks the input example."""
+    import json
+
+    import keras
     import mlflow
     import mlflow.tensorflow
     import numpy as np
@@ -299,9 +354,18 @@ def log_model(model, recipe, data) -> Any:
     example = plan.materialize(data.images, np.arange(min(2, len(plan))))
     outputs = {k: np.asarray(v) for k, v in model.predict_on_batch(example).items()}
     signature = infer_signature(example, outputs)
-    return mlflow.tensorflow.log_model(model, name="model", signature=signature,
-                                       pip_requirements=pip_requirements(recipe),
-                                       tags={"facelab.recipe": recipe.name})
+    spec = json.loads(spec_file.read_text()) if spec_file and spec_file.is_file() else None
+    interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
+    try:
+        return mlflow.tensorflow.log_model(
+            model, name="model", signature=signature, input_example=example,
+            pip_requirements=pip_requirements(recipe), metadata={"facelab": spec} if spec else None,
+            extra_files=[str(spec_file)] if spec else None,
+            tags={"facelab.recipe": recipe.name})
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
 
 
 def load_model(model_uri: str):
