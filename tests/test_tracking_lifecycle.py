@@ -188,6 +188,15 @@ def test_sweep_runs_children_under_one_parent(workdir, cli_runner, shared_cache,
         assert child.data.params["train.epochs"] == "1"  # --set applies under the grid
         assert not (child.outputs and child.outputs.model_outputs)  # tracking.log_model=false
         assert any(k.startswith("system/") for k in child.data.metrics), child.data.metrics
+    comparison = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert comparison == {"comparison/curves.png", "comparison/per_class_f1.png",
+                          "comparison/results.json"}
+    table = json.loads(Path(client.download_artifacts(
+        parent.info.run_id, "comparison/results.json", ".")).read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    accuracies = [row["test/race/accuracy"] for row in rows]
+    assert len(rows) == 2 and accuracies == sorted(accuracies, reverse=True), rows
+    assert {row["run"] for row in rows} == {c.info.run_name for c in children}
     summary = Path(client.download_artifacts(parent.info.run_id, "sweep/sweep.json", "."))
     rows = json.loads(summary.read_text())["runs"]
     assert [r["run_id"] for r in rows] == [c.info.run_id for c in children]

@@ -50,6 +50,8 @@ class ChildResult:
     run_id: str | None = None
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    #: the child's whole result (finished children only)
+    result: Any = None
 
 
 @dataclass
@@ -192,7 +194,7 @@ def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
     are recorded and the sweep goes on; Ctrl-C and SIGTERM stop it (parent and child KILLED).
     Raises :class:`SweepFailed` at the end if any child failed.
     """
-    from facelab.plugins.mlflow import tracking
+    from facelab.plugins.mlflow import comparison, tracking
     from facelab.run import git_tags
     from facelab.runner import RunTerminated, sigterm_raises
 
@@ -233,6 +235,8 @@ def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
             tracking.log_metrics({"runs_finished": len(result.children) - len(result.failed),
                                   "runs_failed": len(result.failed)})
             _log_summary(result, every, grid)
+            comparison.log([(c.name, c.result) for c in result.children
+                            if c.result is not None and hasattr(c.result, "history")])
         except KeyboardInterrupt:
             tracking.finish(parent_id, "KILLED", "interrupted (Ctrl-C)", None)
             raise
@@ -266,6 +270,7 @@ def _run_child(run: Callable[..., Any], recipe, name: str, combo: Combination, s
         child.status = "FINISHED"
         child.run_id = outcome.references.get("MLflow run")
         child.metrics = outcome.headline()
+        child.result = outcome
     return child
 
 

@@ -23,7 +23,7 @@ from facelab.results import TaskMetrics  # noqa: E402
 DPI = 120
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
@@ -77,7 +77,7 @@ def plot_curves(history: dict[str, list[float]], path: str | Path) -> Path:
             ax.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center",
                     transform=ax.transAxes)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: str | Path, normalize: bool,
@@ -106,7 +106,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: str | Path, nor
             ax.text(j, i, text, ha="center", va="center", fontsize=9,
                     color="white" if values[i, j] > threshold else "black")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_class(metrics: TaskMetrics, path: str | Path, title: str) -> Path:
@@ -136,7 +136,7 @@ def plot_per_class(metrics: TaskMetrics, path: str | Path, title: str) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_examples(images: np.ndarray, true: list[str], pred: list[str], path: str | Path,
@@ -170,7 +170,7 @@ def plot_examples(images: np.ndarray, true: list[str], pred: list[str], path: st
         axes[0, 0].text(0.5, 0.5, "no examples", ha="center", va="center")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 __all__ = ["plot_curves", "plot_confusion", "plot_per_class", "plot_examples"]
