@@ -8,9 +8,9 @@ a bug in facelab and raises. Two plugins registering the same component name sta
 (:class:`~facelab.errors.FacelabError` naming both).
 
 ``FACELAB_DISABLE_PLUGINS=name,...`` leaves plugins out without importing them. A name matches
-an entry-point name, a distribution name, a module path or a package above it
-(``facelab.plugins.attention`` disables every built-in attention module), and for built-ins also
-the path below ``facelab.plugins`` (``attention.cbam``) or the module's last part (``cbam``).
+an entry-point name, a distribution name, a module path or a package above it (a package of
+built-ins disables all of them), and for built-ins also the path below the built-in package
+(``attention.cbam``) or the module's last part (``cbam``).
 """
 
 from __future__ import annotations
