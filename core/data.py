@@ -17,6 +17,12 @@ if TYPE_CHECKING:  # pandas is imported where a table is built (importing it tak
 #: Label value meaning "this sample has no label for this task".
 NO_LABEL = -1
 
+#: Optional sample-table column: the split a dataset predefines for a row (``PREDEFINED``), or
+#: ``""`` when the split component decides. Split components honour it (see ``stratified``).
+SPLIT_COLUMN = "split"
+#: The values of ``SPLIT_COLUMN`` other than ``""``.
+PREDEFINED = ("train", "val", "test")
+
 
 @dataclass(frozen=True)
 class Task:
@@ -35,7 +41,8 @@ class SampleTable:
     """One row per image.
 
     ``frame`` columns: ``path`` (str), ``source`` (str), one int column per task in ``tasks``
-    (``NO_LABEL`` where unlabelled) and any extra columns a dataset keeps (e.g. ``age``).
+    (``NO_LABEL`` where unlabelled), optionally ``SPLIT_COLUMN`` (a predefined split per row) and
+    any extra columns a dataset keeps (e.g. ``age``).
     ``skipped`` counts the files left out while loading, by reason.
     """
 
@@ -81,15 +88,25 @@ class SampleTable:
                     frame[name] = NO_LABEL
             frames.append(frame)
             skipped.update({f"{source}: {reason}": n for reason, n in table.skipped.items()})
-        return SampleTable(pd.concat(frames, ignore_index=True), tasks, skipped)
+        merged = pd.concat(frames, ignore_index=True)
+        if SPLIT_COLUMN in merged.columns:  # sources without predefined splits: not predefined
+            merged[SPLIT_COLUMN] = merged[SPLIT_COLUMN].fillna("")
+        return SampleTable(merged, tasks, skipped)
 
 
 @dataclass(frozen=True)
 class Detection:
-    """A detector's answer for one image: the crop (uint8, ``output_shape``) or None to drop it."""
+    """A detector's answer for one image: the crop (uint8, ``output_shape``) or None to drop it.
+
+    ``box`` (x, y, width, height in the original image's pixels) and ``confidence`` (the
+    detector's score) are optional: ``detect_all`` fills them in where the detector knows them;
+    the crop stage of training does not use them.
+    """
 
     crop: np.ndarray | None
     status: str  # e.g. "face", "no face: whole image kept", "no face: dropped"
+    box: tuple[int, int, int, int] | None = None
+    confidence: float | None = None
 
 
 class Detector(Protocol):
@@ -105,6 +122,12 @@ class Detector(Protocol):
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
         """Crops for same-size RGB uint8 images of shape (H, W, 3)."""
+
+    # Optional (``facelab predict`` uses it when present, else ``detect([image])``):
+    #
+    # def detect_all(self, image: np.ndarray) -> list[Detection]:
+    #     """Every face in one RGB uint8 image, each cropped exactly as ``detect`` crops, with
+    #     ``box`` and ``confidence`` where known; an empty list when nothing is kept."""
 
 
 @dataclass(frozen=True)

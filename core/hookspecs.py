@@ -46,6 +46,10 @@ def register_detectors(register):
     The detector turns decoded RGB uint8 images into fixed-size crops (``output_shape``), or drops
     them. The core reads the files, groups same-size images into batches, caches every crop on
     disk keyed by file content and ``cache_key()``, and counts the outcomes.
+
+    Optionally, ``detect_all(image) -> [Detection]`` returns every face in one image, each cropped
+    exactly as ``detect`` crops, with ``Detection.box`` (x, y, width, height) and
+    ``Detection.confidence`` where known; ``facelab predict`` uses it, else ``detect([image])``.
     """
 
 

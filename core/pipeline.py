@@ -61,13 +61,23 @@ def load_table(recipe: Recipe, ctx: BuildContext) -> SampleTable:
         try:
             tables[source] = spec.build(ctx)
         except FacelabError as exc:
-            if str(exc).startswith("data."):
-                raise
-            raise FacelabError(str(exc), where=spec.where) from None
+            raise _dataset_error(spec, exc) from None
     table = tables["default"] if list(tables) == ["default"] else SampleTable.merge(tables)
     _check_heads(recipe, table.tasks)
     used = table.frame[recipe.tasks].to_numpy()
     return SampleTable(table.frame[(used != NO_LABEL).any(axis=1)], table.tasks, table.skipped)
+
+
+def _dataset_error(spec, exc: FacelabError) -> FacelabError:
+    """A dataset's error with its recipe key path first. A key relative to the component
+    (``FacelabError("... does not exist", where="root")``) joins the component's path
+    (``data.dataset.root: ...``); a message that already starts with ``data.`` is kept."""
+    message = str(exc)
+    if message.startswith("data."):
+        return exc
+    if exc.where:
+        return FacelabError(f"{spec.where}.{message}")
+    return FacelabError(message, where=spec.where)
 
 
 def _check_heads(recipe: Recipe, tasks: dict[str, Task]) -> None:
@@ -85,7 +95,10 @@ def recipe_tasks(recipe: Recipe, ctx: BuildContext) -> dict[str, Task]:
     if all(spec.component.tasks is not None for spec in specs):
         tasks = {}
         for spec in specs:
-            tasks.update(spec.component.tasks(spec.params))
+            try:
+                tasks.update(spec.component.tasks(spec.params))
+            except FacelabError as exc:
+                raise _dataset_error(spec, exc) from None
         _check_heads(recipe, tasks)
     else:
         tasks = load_table(recipe, ctx).tasks

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import types
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -82,20 +84,34 @@ def render_validation_error(exc: ValidationError, schema: type[Params], where: s
     got = error.get("input")
     got_text = "" if isinstance(got, (dict, list)) or got is None and error["type"] == "missing" \
         else f" (got {got!r})"
-    return f"{path}: {error['msg'].lower()}{got_text}"
+    message = error["msg"].removeprefix("Value error, ")  # a validator's own words, as written
+    return f"{path}: {message[:1].lower()}{message[1:]}{got_text}"
 
 
 def _known_keys(schema: type[Params], loc: tuple) -> list[str]:
-    """Field names of the (possibly nested) model at ``loc``."""
+    """Field names of the (possibly nested) model at ``loc``, through fields, mapping values
+    (``tasks.race``) and list items (``tables.0``)."""
     model: Any = schema
     for part in loc:
-        fields = getattr(model, "model_fields", {})
-        if part in fields:
-            annotation = fields[part].annotation
-            model = annotation if isinstance(annotation, type) else None
-        if model is None or not hasattr(model, "model_fields"):
+        model = _nested_model(model)
+        fields = getattr(model, "model_fields", None)
+        if fields is not None:
+            if part not in fields:
+                return []
+            model = fields[part].annotation
+        elif typing.get_origin(model) in (dict, list):
+            model = typing.get_args(model)[-1]  # the value type; ``part`` is a key or an index
+        else:
             return []
-    return list(getattr(model, "model_fields", {}))
+    return list(getattr(_nested_model(model), "model_fields", {}))
+
+
+def _nested_model(annotation: Any) -> Any:
+    """``X | None`` -> ``X``: the model, mapping or list member of an optional annotation."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return members[0] if len(members) == 1 else annotation
+    return annotation
 
 
 class Registry:

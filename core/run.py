@@ -44,12 +44,18 @@ def short_override(override: str) -> str:
     return f"{'.'.join(parts)}={value}"
 
 
+#: Overrides that say where a run is kept, not what it does: left out of run names.
+NOT_IN_NAMES = ("tracking.", "data.cache_dir=", "output_dir=", "name=", "description=")
+
+
 def run_label(recipe_name: str, overrides) -> str:
     """``quickstart[attention=cbam,epochs=3]``: the recipe and what the overrides changed, so
-    runs of one recipe are told apart in run lists."""
-    if not overrides:
+    runs of one recipe are told apart in run lists (storage settings such as ``tracking.*``
+    and ``data.cache_dir`` are left out)."""
+    shown = [o for o in overrides if not o.strip().startswith(NOT_IN_NAMES)]
+    if not shown:
         return recipe_name
-    label = f"{recipe_name}[{','.join(short_override(o) for o in overrides)}]"
+    label = f"{recipe_name}[{','.join(short_override(o) for o in shown)}]"
     return label if len(label) <= MAX_NAME_LENGTH else label[: MAX_NAME_LENGTH - 4] + "...]"
 
 

@@ -5,6 +5,8 @@ table into a :class:`BalancePlan` per split. Every split is a plan over the crop
 train, validation and test are handled alike whether or not they hold synthetic rows. The
 built-in ``stratified`` split carves test, then validation, per source, and balances only what
 is left for training; other protocols (a paper's) may balance first and carve validation after.
+A dataset may predefine the split of some rows (the ``SPLIT_COLUMN`` of the sample table, read
+with :func:`predefined`); a split component honours it or says it cannot.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from facelab.data import NO_LABEL, BalancePlan, Balancer, RowSubset, SampleTable
+from facelab.data import (NO_LABEL, PREDEFINED, SPLIT_COLUMN, BalancePlan, Balancer, RowSubset,
+                          SampleTable)
 from facelab.errors import FacelabError
 from facelab.params import Params, field
 
@@ -107,6 +110,20 @@ def strata(table: SampleTable, rows: np.ndarray, preferred: str, tasks: list[str
         if (labels != NO_LABEL).any():
             return labels
     return np.zeros(len(rows), np.int64)
+
+
+def predefined(table: SampleTable) -> np.ndarray:
+    """Every row's predefined split (``train``, ``val``, ``test``), ``""`` where the split
+    component decides; all ``""`` when the table has no ``SPLIT_COLUMN``."""
+    frame = table.frame
+    if SPLIT_COLUMN not in frame.columns:
+        return np.full(len(frame), "", dtype=object)
+    values = frame[SPLIT_COLUMN].fillna("").astype(str).to_numpy(dtype=object)
+    bad = sorted(set(values) - {"", *PREDEFINED})
+    if bad:
+        raise FacelabError(f"data: the sample table's {SPLIT_COLUMN!r} column holds {bad[:3]}; "
+                           "expected train, val, test or empty (the dataset sets it)")
+    return values
 
 
 def per_source(request: SplitRequest, params: SplitParams,

@@ -22,6 +22,8 @@ BUILTIN: tuple[str, ...] = (
     "facelab.plugins.attention.se",
     "facelab.plugins.datasets.genki4k",
     "facelab.plugins.datasets.imdb_wiki",
+    "facelab.plugins.datasets.folder",
+    "facelab.plugins.datasets.csv_table",
     "facelab.plugins.augment.crop",
     "facelab.plugins.backbones.bknet",
     "facelab.plugins.heads.multitask",
@@ -29,5 +31,6 @@ BUILTIN: tuple[str, ...] = (
     "facelab.plugins.reports.tables",
     "facelab.plugins.reports.figures",
     "facelab.plugins.papers",
+    "facelab.plugins.deploy",
     "facelab.plugins.mlflow",
 )

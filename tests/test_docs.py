@@ -14,7 +14,8 @@ from facelab.manager import get_registry
 from facelab.registry import KINDS
 
 DOCS = REPO / "docs"
-HAND_WRITTEN = ("architecture.md", "writing-a-recipe.md", "writing-a-plugin.md")
+HAND_WRITTEN = ("architecture.md", "writing-a-recipe.md", "writing-a-plugin.md", "own-data.md",
+                "deploying.md", "comparing-configurations.md")
 
 
 def _generator():

@@ -43,7 +43,7 @@ def test_validating_every_shipped_recipe_imports_no_heavy_module(tmp_path):
     assert {"quickstart.yaml", "race-2025/bd-am.yaml",
             "multitask-2023/config-c.yaml"} <= set(recipes)
     data = {name: str(tmp_path / name.lower()) for name in
-            ("UTKFACE_DIR", "GENKI4K_DIR", "IMDB_WIKI_DIR")}
+            ("UTKFACE_DIR", "GENKI4K_DIR", "IMDB_WIKI_DIR", "FAIRFACE_DIR")}
     for folder in data.values():
         os.mkdir(folder)
     out = _run(f"""

@@ -92,6 +92,24 @@ def _imdb_wiki(tmp_path: Path) -> dict:
     return {"subset": "imdb", "root": str(fixture.folder)}
 
 
+def _folder(tmp_path: Path) -> dict:
+    from fixtures_own_data import write_photos
+
+    return {"root": str(write_photos(tmp_path / "photos"))}
+
+
+def _csv(tmp_path: Path) -> dict:
+    from fixtures_own_data import write_fairface
+
+    root = write_fairface(tmp_path / "fairface", train_per_race=1)
+    return {"tables": [{"path": str(root / "fairface_label_train.csv"), "split": "train"},
+                       {"path": str(root / "fairface_label_val.csv"), "split": "test"}],
+            "root": str(root), "path_column": "file",
+            "tasks": {"race": {"classes": ["White", "Black"], "unmapped": "drop"},
+                      "gender": {"classes": ["male", "female"],
+                                 "map": {"Male": "male", "Female": "female"}}}}
+
+
 #: dataset name -> function(tmp_path) that writes a few files in the dataset's real layout and
 #: returns the parameters that read them.
 DATASET_FIXTURES: dict[str, Callable[[Path], dict]] = {
@@ -99,6 +117,8 @@ DATASET_FIXTURES: dict[str, Callable[[Path], dict]] = {
     "synthetic": _synthetic,
     "genki4k": _genki4k,
     "imdb-wiki": _imdb_wiki,
+    "folder": _folder,
+    "csv": _csv,
 }
 
 COMPONENTS: list[Component] = list(get_registry())

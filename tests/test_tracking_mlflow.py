@@ -104,14 +104,22 @@ def world(tmp_path_factory, shared_cache):
         for attention in ("none", "cbam"):
             args = ["run", str(folder / "tiny.yaml"), "--set", f"data.cache_dir={shared_cache}",
                     "--set", f"tracking.uri={url}", "--set", "tracking.experiment=compare-me",
-                    "--set", f"tracking.run_name=tiny-{attention}",
                     "--set", f"model.attention.type={attention}"]
             for item in TINY:
                 args += ["--set", item]
             result = runner.invoke(cli, args, catch_exceptions=False)
             assert result.exit_code == 0, result.output
             runs[attention] = re.search(r"MLflow run: (\w+)", result.output).group(1)
-        yield {"url": url, "root": root, "runs": runs, "runner": runner, "folder": folder}
+        args = ["sweep", str(folder / "tiny.yaml"), "--grid", "model.attention.type=none,se",
+                "--set", f"data.cache_dir={shared_cache}", "--set", f"tracking.uri={url}",
+                "--set", "tracking.experiment=compare-me", "--set", "tracking.log_model=false"]
+        for item in TINY:
+            args += ["--set", item]
+        result = runner.invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        sweep = re.search(r"parent run (\w+)", result.output).group(1)
+        yield {"url": url, "root": root, "runs": runs, "runner": runner, "folder": folder,
+               "sweep": sweep}
     finally:
         os.chdir(old_cwd)
         stop_server(server)
@@ -152,7 +160,11 @@ def test_params_tags_and_metric_histories(world, client):
     assert a.data.params["model.attention.type"] == "none"
     assert b.data.params["model.attention.type"] == "cbam"
     differing = {k for k in a.data.params if a.data.params[k] != b.data.params.get(k)}
-    assert differing == {"model.attention.type", "tracking.run_name"}
+    assert differing == {"model.attention.type"}
+    # the run names say what differs: the recipe and its overrides, storage settings left out
+    assert a.info.run_name.startswith("quickstart[attention=none,")
+    assert b.info.run_name.startswith("quickstart[attention=cbam,")
+    assert "cache_dir" not in a.info.run_name and "uri=" not in a.info.run_name
     assert a.data.tags["facelab.recipe_hash"] != b.data.tags["facelab.recipe_hash"]
     assert b.data.metrics["efficiency/total_params"] > a.data.metrics["efficiency/total_params"]
 
@@ -219,6 +231,37 @@ def test_logged_model_reloads_and_predicts(world, client):
     np.testing.assert_allclose(probs["race"].sum(axis=1), 1.0, rtol=1e-4)
 
 
+def test_logged_model_carries_the_final_results(world, client):
+    """The model's page shows the run's final metrics (not an epoch's), the datasets they were
+    measured on, and the model spec (tasks, class names, input, detector)."""
+    from mlflow.models import Model
+
+    from facelab.results import parse_metric_name
+
+    run = client.get_run(world["runs"]["cbam"])
+    model_id = run.outputs.model_outputs[0].model_id
+    logged = client.get_logged_model(model_id)
+    on_model = {m.key: m.value for m in logged.metrics if not m.key.startswith("system/")}
+    final = {k: v for k, v in run.data.metrics.items()
+             if parse_metric_name(k) and parse_metric_name(k).kind in ("final", "efficiency")}
+    assert on_model == final and "test/race/f1/white" in on_model
+    assert {m.dataset_name for m in logged.metrics if m.key.startswith("test/")} == \
+        {"synthetic-test"}
+    import mlflow
+
+    mlflow.set_tracking_uri(world["url"])
+    model = Model.load(f"models:/{model_id}")
+    spec = model.metadata["facelab"]
+    assert spec["tasks"] == {"race": ["white", "black", "asian", "indian"]}
+    assert spec["input_shape"] == [24, 24, 3] and spec["detector"]["type"] == "none"
+    assert model.saved_input_example_info is not None
+    # system metrics are on by default
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+    # per-class scores as a browsable MLflow table
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert "tables/test_race_per_class.json" in tables
+
+
 def test_runs_and_compare_commands(world):
     runner, url = world["runner"], world["url"]
     a, b = world["runs"]["none"], world["runs"]["cbam"]
@@ -226,11 +269,13 @@ def test_runs_and_compare_commands(world):
                                  "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert {r["run_id"] for r in rows} == {a, b}
-    assert all("test/race/accuracy" in r["metrics"] for r in rows)
+    assert {a, b} <= {r["run_id"] for r in rows} and len(rows) == 5  # and a sweep of two
+    assert all("test/race/accuracy" in r["metrics"] for r in rows
+               if r["name"] != "quickstart sweep")
+    assert any(r["name"].startswith("quickstart[attention=cbam") for r in rows)
     result = runner.invoke(cli, ["runs", "--tracking-uri", url])
     assert result.exit_code == 0, result.output
-    assert a[:8] in result.output and "tiny-cbam" in result.output
+    assert a[:8] in result.output and "quickstart" in result.output
 
     result = runner.invoke(cli, ["compare", a[:8], b, "--tracking-uri", url, "--json"])
     assert result.exit_code == 0, result.output
@@ -300,8 +345,8 @@ def test_mlflow_ui_in_a_real_browser(world, client):
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.goto(f"{url}/#/experiments/{experiment}/runs")
-            for name in ("tiny-none", "tiny-cbam"):
-                page.get_by_text(name, exact=True).first.wait_for(timeout=90_000)
+            for name in ("quickstart[attention=none", "quickstart[attention=cbam"):
+                page.get_by_text(name).first.wait_for(timeout=90_000)
             _tidy(page)
             page.screenshot(path=str(shots / "mlflow-runs.png"))
 
@@ -310,7 +355,15 @@ def test_mlflow_ui_in_a_real_browser(world, client):
             page.get_by_text("Comparing 2 Runs").first.wait_for(timeout=90_000)
             page.get_by_text("model.attention.type").first.wait_for(timeout=60_000)
             page.get_by_text("cbam", exact=True).first.wait_for(timeout=60_000)
-            page.get_by_text("test/race/accuracy").first.wait_for(timeout=60_000)
+            # the metrics table is rendered when scrolled to
+            page.mouse.move(700, 600)
+            for _ in range(8):
+                page.mouse.wheel(0, 700)
+                page.wait_for_timeout(300)
+            metric = page.get_by_text("test/race/accuracy").first
+            metric.wait_for(state="attached", timeout=60_000)
+            metric.scroll_into_view_if_needed(timeout=30_000)
+            metric.wait_for(timeout=60_000)
             _tidy(page)
             page.screenshot(path=str(shots / "mlflow-compare.png"), full_page=True)
 
@@ -318,9 +371,18 @@ def test_mlflow_ui_in_a_real_browser(world, client):
             page.get_by_text("figures", exact=True).first.wait_for(timeout=90_000)
             _tidy(page)
             page.screenshot(path=str(shots / "mlflow-artifacts.png"))
+
+            # the sweep's parent holds the comparison of its children
+            page.goto(f"{url}/#/experiments/{experiment}/runs/{world['sweep']}/artifacts")
+            page.get_by_text("comparison", exact=True).first.click(timeout=90_000)
+            page.get_by_text("curves.png", exact=True).first.click(timeout=60_000)
+            page.get_by_role("img").first.wait_for(timeout=60_000)  # the PNG's preview
+            _tidy(page)
+            page.screenshot(path=str(shots / "mlflow-sweep-comparison.png"))
         finally:
             browser.close()
-    for name in ("mlflow-runs.png", "mlflow-compare.png", "mlflow-artifacts.png"):
+    for name in ("mlflow-runs.png", "mlflow-compare.png", "mlflow-artifacts.png",
+                 "mlflow-sweep-comparison.png"):
         assert (shots / name).stat().st_size > 10_000
 
 

@@ -6,11 +6,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image
-
 import facelab
 from facelab.data import NO_LABEL, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
+from facelab.images import readable  # also imported from here by older code and tests
 
 #: UTKFace's race codes, in code order.
 RACES = ("white", "black", "asian", "indian", "others")
@@ -21,8 +20,6 @@ SUFFIXES = (".jpg.chip.jpg", ".jpg", ".png")
 _NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.")
 #: Skip reasons counted in ``SampleTable.skipped``.
 BAD_NAME, UNREADABLE = "name not in UTKFace layout", "unreadable image"
-#: How far from its end a complete JPEG must hold its end-of-image marker (FF D9).
-_JPEG_TAIL = 1024
 
 
 def utkface_name(age: int, gender: int, race: int, timestamp: str) -> str:
@@ -33,27 +30,6 @@ def parse_name(name: str) -> tuple[int, int, int] | None:
     """(age, gender, race) from a UTKFace file name, or None when a field is missing or bad."""
     match = _NAME.match(name)
     return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
-
-
-def readable(path: Path) -> bool:
-    """Cheap integrity check (~0.1 ms a file, no pixel decoding): would the file decode?
-
-    PIL's ``open`` parses the header and ``verify`` checks PNG chunk checksums, but ``verify`` is a
-    no-op for JPEG, so a JPEG must also end with its end-of-image marker: truncated downloads,
-    the common corruption, lack it. Empty files, text and garbage fail ``open``.
-    """
-    try:
-        with Image.open(path) as image:
-            kind = image.format
-            image.verify()
-        if kind == "JPEG":
-            with open(path, "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - _JPEG_TAIL))
-                return b"\xff\xd9" in f.read()
-        return True
-    except Exception:  # noqa: BLE001 - PIL raises many types for broken files; all: unreadable
-        return False
 
 
 def scan(root: Path, classes: list[str], where: str) -> SampleTable:

@@ -53,29 +53,59 @@ class MtcnnDetector:
         params = self.params.model_dump(mode="json", exclude={"batch_size"})
         return {"detector": "mtcnn", "mtcnn": version("mtcnn"), "crop_version": 1, **params}
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
-        if not images:
-            return []
+    def _detector(self):
         if self._mtcnn is None:
             from mtcnn import MTCNN
 
             self._mtcnn = MTCNN()
-        # mtcnn 1.0 takes a Python list as one batch and answers one list of faces per image.
-        found = self._mtcnn.detect_faces(list(images), min_face_size=self.params.min_face_size)
-        return [self._crop(image, faces) for image, faces in zip(images, found, strict=True)]
+        return self._mtcnn
 
-    def _crop(self, image: np.ndarray, faces: list[dict]) -> Detection:
-        p = self.params
-        faces = [f for f in faces if f["confidence"] >= p.min_confidence]
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
+        if not images:
+            return []
+        # mtcnn 1.0 takes a Python list as one batch and answers one list of faces per image.
+        found = self._detector().detect_faces(list(images),
+                                              min_face_size=self.params.min_face_size)
+        return [self._best(image, faces) for image, faces in zip(images, found, strict=True)]
+
+    def detect_all(self, image: np.ndarray) -> list[Detection]:
+        """Every face above ``min_confidence`` in one image, most confident first, each cropped as
+        ``detect`` crops its face; no face: the whole image (``no_face: keep``) or nothing."""
+        (faces,) = self._detector().detect_faces([image], min_face_size=self.params.min_face_size)
+        faces = self._confident(faces)
         if not faces:
-            if p.no_face == "drop":
-                return Detection(None, DROPPED)
-            return Detection(to_colour(resize(image, p.size), p.colour), KEPT)
-        if p.pick == "largest":
+            whole = self._no_face(image)
+            return [] if whole.crop is None else [whole]
+        faces.sort(key=lambda f: -f["confidence"])
+        return [self._crop(image, face) for face in faces]
+
+    def _confident(self, faces: list[dict]) -> list[dict]:
+        return [f for f in faces if f["confidence"] >= self.params.min_confidence]
+
+    def _no_face(self, image: np.ndarray) -> Detection:
+        p = self.params
+        if p.no_face == "drop":
+            return Detection(None, DROPPED)
+        height, width = image.shape[:2]
+        return Detection(to_colour(resize(image, p.size), p.colour), KEPT,
+                         box=(0, 0, width, height))
+
+    def _best(self, image: np.ndarray, faces: list[dict]) -> Detection:
+        """The training crop: the most confident (or largest) face, else the no-face rule."""
+        faces = self._confident(faces)
+        if not faces:
+            return self._no_face(image)
+        if self.params.pick == "largest":
             face = max(faces, key=lambda f: f["box"][2] * f["box"][3])
         else:
             face = max(faces, key=lambda f: f["confidence"])
+        return self._crop(image, face)
+
+    def _crop(self, image: np.ndarray, face: dict) -> Detection:
+        """One face: margin, square, optional eye levelling, resize, colour mode."""
+        p = self.params
         x, y, w, h = (float(v) for v in face["box"])
+        box = (int(round(x)), int(round(y)), int(round(w)), int(round(h)))
         cx, cy = x + w / 2, y + h / 2
         if p.align:
             image, (cx, cy) = level_eyes(image, face["keypoints"], (cx, cy))
@@ -88,7 +118,8 @@ class MtcnnDetector:
         crop = image[top:bottom, left:right]
         if crop.size == 0:  # a degenerate box; never seen, but never return an empty crop
             crop = image
-        return Detection(to_colour(resize(np.ascontiguousarray(crop), p.size), p.colour), FACE)
+        return Detection(to_colour(resize(np.ascontiguousarray(crop), p.size), p.colour), FACE,
+                         box=box, confidence=float(face["confidence"]))
 
 
 def eye_angle(keypoints: dict) -> float:
@@ -118,6 +149,7 @@ def build(params: MtcnnParams, ctx) -> MtcnnDetector:
     Uses the ``mtcnn`` package (its weights ship with it, so it works offline) on the CPU.
     Faces under ``min_confidence`` are ignored; images without a face are kept whole (resized) or
     dropped (``no_face``). Statuses: ``face``, ``no face: whole image kept``, ``no face: dropped``.
+    ``facelab predict`` crops every face above ``min_confidence`` the same way (``detect_all``).
     """
     return MtcnnDetector(params)
 

@@ -30,8 +30,16 @@ class WholeImage:
         return {"detector": "none", **self.params.model_dump(mode="json")}
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
-        return [Detection(to_colour(resize(image, self.params.size), self.params.colour), "kept")
-                for image in images]
+        return [self._whole(image) for image in images]
+
+    def detect_all(self, image: np.ndarray) -> list[Detection]:
+        """One "face": the whole image, its box the whole image, no confidence."""
+        return [self._whole(image)]
+
+    def _whole(self, image: np.ndarray) -> Detection:
+        height, width = image.shape[:2]
+        return Detection(to_colour(resize(image, self.params.size), self.params.colour), "kept",
+                         box=(0, 0, width, height))
 
 
 def build(params: NoDetectorParams, ctx) -> WholeImage:

@@ -203,14 +203,14 @@ def compare(run_ids: tuple[str, ...], show_all: bool, patterns: tuple[str, ...],
     two = len(found) == 2
     table = PlainTable(title=f"params that differ ({len(result.params)}; "
                         f"{result.same_params} equal{' shown' if show_all else ' hidden'})")
-    table.add_column("param")
+    table.add_column("param", no_wrap=True)
     for header in headers:
         table.add_column(header)
     for key, values in [*result.params, *((f"tag {k}", v) for k, v in result.tags)]:
         table.add_row(key, *("-" if v is None else v for v in values))
     console.print(table)
     table = PlainTable(title="metrics (last value)")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for header in headers:
         table.add_column(header, justify="right")
     if two:

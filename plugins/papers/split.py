@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from facelab.data import BalancePlan
-from facelab.split import SourceSplit, SplitParams, SplitRequest, Splits, carve, per_source, size, strata
+from facelab.data import SPLIT_COLUMN, BalancePlan
+from facelab.errors import FacelabError
+from facelab.split import (SourceSplit, SplitParams, SplitRequest, Splits, carve, per_source,
+                           predefined, size, strata)
 
 
 class PaperValidationAfterBalancing:
@@ -14,6 +16,11 @@ class PaperValidationAfterBalancing:
 
     def split(self, request: SplitRequest) -> Splits:
         table, tasks, stratify, seed = request.table, request.tasks, request.stratify, request.seed
+        fixed = int((predefined(table) != "").sum())
+        if fixed:
+            raise FacelabError(f"data.split.type: race-2025 reproduces the paper's own split and "
+                               f"cannot honour the {fixed} rows with a predefined split (column "
+                               f"{SPLIT_COLUMN!r}); use type: stratified")
 
         def split_source(rows: np.ndarray, share: SourceSplit, where: str) -> dict[str, np.ndarray]:
             pool, test = carve(rows, strata(table, rows, stratify, tasks),
@@ -37,6 +44,6 @@ def build(params: SplitParams, ctx) -> PaperValidationAfterBalancing:
     samples (about 806 per class on UTKFace; 318 Indian without balancing). This reproduces
     their reported counts exactly; use it only to reproduce the paper, since its validation
     scores are optimistic. ``val`` is a share of the balanced set; ``by_source`` overrides only
-    ``test`` and ``train``.
+    ``test`` and ``train``. Data with predefined splits (a ``split`` column) is an error.
     """
     return PaperValidationAfterBalancing(params)
