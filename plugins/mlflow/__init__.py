@@ -31,7 +31,7 @@ def run_started(run, data):
     # a failure from here on reaches run_failed, which ends this MLflow run
     tracking.log_params(run.recipe.flat())
     tracking.log_datasets(tracking.split_datasets(run.recipe, data))
-    return {"MLflow run": started.info.run_id}
+    return tracking.references(started, settings.uri)
 
 
 @facelab.hookimpl

@@ -378,3 +378,15 @@ def load_model(model_uri: str):
 
     import_keras_modules()
     return mlflow.tensorflow.load_model(model_uri)
+
+
+def references(run, uri: str | None) -> dict[str, str]:
+    """What the terminal shows at the end: the MLflow run id and where to open it (the running
+    `facelab ui` of this store, the tracking server itself, or how to start the UI)."""
+    from facelab.plugins.mlflow import store
+
+    resolved = tracking_uri(uri)
+    page = f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    base = resolved if resolved.startswith(("http://", "https://")) else store.running_ui(resolved)
+    link = f"{base.rstrip('/')}{page}" if base else f"`facelab ui`, then open {page}"
+    return {"MLflow run": run.info.run_id, "MLflow UI": link}
