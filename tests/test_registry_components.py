@@ -24,7 +24,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,7 +36,7 @@ from facelab.data import (NO_LABEL, BalancePlan, Detection, LossSpec, RowSubset,
                           Task)
 from facelab.errors import FacelabError
 from facelab.manager import get_registry
-from facelab.params import Params
+from facelab.recipe import ComponentSpec
 from facelab.registry import KINDS, Component
 
 HERE = Path(__file__).name
@@ -502,27 +501,13 @@ MODEL_IDS = [f"{c.kind}:{c.name}" for c in MODEL_COMPONENTS]
 BATCH = 4
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """What ``facelab.model.build_model`` uses of a recipe's component (``ComponentSpec``)."""
-
-    component: Component
-    params: Params
-
-    @property
-    def name(self) -> str:
-        return self.component.name
-
-    def build(self, *args: Any) -> Any:
-        return self.component.factory(self.params, *args)
-
-
-def _spec(kind: str, component: Component | None, tmp_path: Path) -> _Spec:
+def _spec(kind: str, component: Component | None, tmp_path: Path) -> ComponentSpec:
+    """The recipe's ComponentSpec for ``kind``: ``component`` in its slot, else a default."""
     if component is not None and component.kind == kind:
-        return _Spec(component, build(component, tmp_path))
+        return ComponentSpec(kind, component, build(component, tmp_path))
     name, values = MODEL_DEFAULTS[kind]
     default = get_registry().get(kind, name)
-    return _Spec(default, default.validate(values, f"default {kind}"))
+    return ComponentSpec(kind, default, default.validate(values, f"default {kind}"))
 
 
 def compiled_model(component: Component | None, tmp_path: Path):
