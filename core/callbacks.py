@@ -1,9 +1,10 @@
-"""The Keras callbacks of a run: one forwards every epoch to the ``epoch_ended`` hook, the
-other draws a progress bar per epoch in the terminal."""
+"""The Keras callbacks of a run: one forwards every epoch to the ``epoch_ended`` hook, one
+writes the run's checkpoints, one draws a progress bar per epoch in the terminal."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import keras
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,6 +28,43 @@ class HookCallback(keras.callbacks.Callback):
             logs["learning_rate"] = rate
         self.hooks.epoch_ended(run=self.run, epoch=epoch + 1,
                                metrics=epoch_metrics(logs, self.tasks))
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """After every epoch, once the observers heard of it and early stopping decided, writes
+    ``checkpoints/last.*`` and, on a new lowest validation loss, ``best.*``
+    (:mod:`facelab.checkpoints`). ``resumed`` is the checkpoint a resumed run started from."""
+
+    def __init__(self, output_dir: Path, augment=(), resumed=None):
+        super().__init__()
+        self.output_dir, self.augment = Path(output_dir), list(augment)
+        self.history = {k: list(v) for k, v in (resumed.history if resumed else {}).items()}
+        self.best_epoch = resumed.best_epoch if resumed else None
+        self.best_val_loss = resumed.best_val_loss if resumed else None
+        self.seconds_before = resumed.train_seconds if resumed else 0.0
+
+    def on_train_begin(self, logs=None):
+        from facelab import checkpoints
+
+        checkpoints.clean_partials(self.output_dir)
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        from facelab import checkpoints
+
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        val_loss = (logs or {}).get("val_loss")
+        best = val_loss is not None and (self.best_val_loss is None
+                                         or float(val_loss) < self.best_val_loss)
+        if best:
+            self.best_epoch, self.best_val_loss = epoch + 1, float(val_loss)
+        state = {"epoch": epoch + 1, "history": self.history,
+                 "train_seconds": self.seconds_before + time.perf_counter() - self.started,
+                 "best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss,
+                 "stopped": bool(getattr(self.model, "stop_training", False)),
+                 "random": checkpoints.random_state(self.model, self.augment)}
+        checkpoints.save(self.output_dir, self.model, state, best)
 
 
 def current_learning_rate(optimizer) -> float | None:

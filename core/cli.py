@@ -120,16 +120,31 @@ def _load(recipe: Path, overrides: tuple[str, ...]):
 
 
 @cli.command()
-@RECIPE
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=True), required=False)
 @SET
+@click.option("--resume", "resume", metavar="RUN",
+              help="Continue a stopped run (Ctrl-C, SIGTERM, SIGKILL, a crash) from its last "
+                   "checkpoint, in its output folder and its tracking run: RUN is the output "
+                   "folder, facelab's run id, or a run id a tracking plugin knows. RECIPE and "
+                   "--set, if given, must resolve to the run's recipe.")
 @click.option("--dry-run", is_flag=True, help="Validate and show the plan; train nothing.")
-def run(recipe: Path, overrides: tuple[str, ...], dry_run: bool) -> None:
+def run(recipe: Path | None, overrides: tuple[str, ...], resume: str | None,
+        dry_run: bool) -> None:
     """Run a recipe: data, training, evaluation, report and MLflow run.
+
+    After every epoch the run keeps a checkpoint in its output folder (train.checkpoints), so
+    a stopped run can be continued with --resume.
 
     \b
     Example:
       facelab run recipes/quickstart.yaml --set train.epochs=3
+      facelab run --resume runs/quickstart-20250101-120000
     """
+    if resume is not None:
+        _resume(resume, recipe, overrides, dry_run)
+        return
+    if recipe is None:
+        raise FacelabError("missing RECIPE (or --resume RUN to continue a stopped run)")
     resolved = _load(recipe, overrides)
     if dry_run:
         console.print(Text.assemble(("valid", "green"), f" {recipe}: would run ",
@@ -138,6 +153,12 @@ def run(recipe: Path, overrides: tuple[str, ...], dry_run: bool) -> None:
                                     "(--dry-run)"))
         console.print(resolved.to_yaml(), highlight=False, markup=False)
         return
+    from facelab.runner import run_recipe
+
+    _run_with_progress(resolved, lambda **kw: run_recipe(resolved, **kw))
+
+
+def _run_with_progress(resolved, start) -> None:
     from facelab.console import RichProgress
 
     progress = RichProgress(console)
@@ -145,10 +166,39 @@ def run(recipe: Path, overrides: tuple[str, ...], dry_run: bool) -> None:
         quiet_tensorflow()
     from facelab.callbacks import EpochProgress
     from facelab.console import print_result
-    from facelab.runner import run_recipe
 
     callbacks = [EpochProgress(progress, resolved.schema.train.epochs)]
-    print_result(console, run_recipe(resolved, progress=progress, callbacks=callbacks))
+    print_result(console, start(progress=progress, callbacks=callbacks))
+
+
+def _resume(ref: str, recipe: Path | None, overrides: tuple[str, ...], dry_run: bool) -> None:
+    """``run --resume``: find the run, check it may be resumed (and that RECIPE and --set, if
+    given, resolve to its recipe), then continue it."""
+    from facelab import checkpoints
+    from facelab.manager import get_plugin_manager
+
+    given = _load(recipe, overrides) if recipe is not None else None
+    search = [Path(given.schema.output_dir if given else "runs")]
+    folder = checkpoints.locate(ref, search, get_plugin_manager().hook)
+    stored = checkpoints.read_run(folder)
+    checkpoints.check_resumable(stored)
+    if given is None and overrides:
+        from facelab.manager import get_registry
+        from facelab.recipe import apply_overrides, validate_recipe
+
+        given = validate_recipe(apply_overrides(stored.recipe.to_dict(), overrides),
+                                get_registry(), where=str(folder / checkpoints.RUN_FILE),
+                                overrides=overrides)
+    if given is not None:
+        checkpoints.check_same_recipe(stored, given)
+    if dry_run:
+        console.print(Text.assemble(("valid", "green"), " would resume ", (stored.name, "bold"),
+                                    f" (run {stored.id}, {stored.status}) in {folder}; "
+                                    "nothing trained (--dry-run)"))
+        return
+    from facelab.runner import resume_run
+
+    _run_with_progress(stored.recipe, lambda **kw: resume_run(stored, **kw))
 
 
 @cli.command()

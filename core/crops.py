@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from facelab.data import Detector
-from facelab.images import UNREADABLE, read_rgb
+from facelab.images import UNREADABLE, UNREADABLE_IMAGE, read_rgb, skip_reason
 
 DROPPED = b"dropped"
+#: A temporary file older than this is left from an interrupted run (a write takes milliseconds).
+STALE_SECONDS = 10 * 60
 
 
 @dataclass
@@ -34,12 +37,28 @@ class CropCache:
 
     ``key`` digests the detector's ``cache_key()``; ``hash`` digests the file's bytes, so a renamed
     file still hits and a changed file misses. Every file is written to a temporary name and
-    renamed, so an interrupted run never leaves a half-written crop.
+    renamed, so an interrupted run never leaves a half-written crop, and processes sharing the
+    cache at once each write whole files (the same content under the same name). Temporary files
+    left by a killed run are removed by the next one (``remove_stale``).
     """
 
     def __init__(self, root: Path, detector_key: dict):
         digest = hashlib.sha256(json.dumps(detector_key, sort_keys=True).encode()).hexdigest()
         self.folder = root / "crops" / digest[:16]
+
+    def remove_stale(self, older_than: float = STALE_SECONDS) -> int:
+        """Delete ``*.tmp`` files older than ``older_than`` seconds; how many were deleted."""
+        if not self.folder.is_dir():
+            return 0
+        limit, removed = time.time() - older_than, 0
+        for path in self.folder.glob("*/*.tmp"):
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+            except OSError:  # another process removed or renamed it first
+                continue
+        return removed
 
     def _path(self, content_hash: str) -> Path:
         return self.folder / content_hash[:2] / content_hash
@@ -49,7 +68,10 @@ class CropCache:
         base = self._path(content_hash)
         npy = base.with_suffix(".npy")
         if npy.exists():
-            return True, np.load(npy), _read_status(base)
+            try:
+                return True, np.load(npy), _read_status(base)
+            except (OSError, ValueError, EOFError):  # damaged outside facelab: crop it again
+                return False, None, None
         if base.with_suffix(".none").exists():
             return True, None, _read_status(base)
         return False, None, None
@@ -79,12 +101,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def file_hash(path: str) -> str:
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def crop_all(paths: list[str], detector: Detector, cache_dir: Path, progress) -> CropResult:
     """Crops for every path; unreadable images and detector drops are excluded and counted."""
     cache = CropCache(cache_dir, detector.cache_key())
+    cache.remove_stale()
     crops: list[np.ndarray | None] = [None] * len(paths)
     statuses: Counter = Counter()
     pending: dict[tuple[int, ...], list[tuple[int, str, np.ndarray]]] = defaultdict(list)
@@ -104,7 +127,7 @@ def crop_all(paths: list[str], detector: Detector, cache_dir: Path, progress) ->
         try:
             digest = file_hash(paths[row])
         except OSError:
-            statuses["unreadable image"] += 1
+            statuses[UNREADABLE_IMAGE] += 1
             continue
         hit, crop, status = cache.get(digest)
         if hit:
@@ -113,8 +136,8 @@ def crop_all(paths: list[str], detector: Detector, cache_dir: Path, progress) ->
             continue
         try:
             image = read_rgb(paths[row])
-        except UNREADABLE:
-            statuses["unreadable image"] += 1
+        except UNREADABLE as exc:
+            statuses[skip_reason(exc)] += 1  # "unreadable image" or "image too large: ..."
             continue
         # mtcnn 1.0 returns wrong boxes for mixed-size batches, so batches hold one size only.
         pending[image.shape].append((row, digest, image))

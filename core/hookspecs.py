@@ -18,6 +18,8 @@ callback and calls it once per component it provides::
   the one-line summary shown by ``facelab plugins``.
 - ``tasks`` (datasets only, keyword): ``tasks(params) -> {name: Task}``, the tasks the dataset
   provides, known without loading data, so ``facelab summary`` can build the model.
+- ``columns`` (datasets only, keyword): the extra columns of its sample table (a list, or
+  ``columns(params) -> [name, ...]``), so ``facelab validate`` can check ``evaluate.groups``.
 
 Registering a name twice (in one plugin or across plugins) is an error naming both origins.
 """
@@ -143,6 +145,15 @@ def run_started(run, data):
     ``data`` is a :class:`facelab.pipeline.PreparedData` (sample table, crops, split plans,
     counts). Return ``{label: reference}`` for the user (e.g. ``{"MLflow run": "<id>"}``), or
     ``None``; the references are shown at the end and kept in ``RunResult.references``.
+
+    **A resumed run** (``facelab run --resume``) is the same run again: ``run.id``, name, tags,
+    output folder and recipe are those of the stopped run, and ``run.resumed_from_epoch`` is
+    the number of epochs its checkpoint had done (``None`` for a fresh run, ``0`` when it
+    stopped before its first checkpoint). An observer continues what it started for that id
+    rather than starting anew (the MLflow plugin reopens its run, whatever its status, and logs
+    no params or datasets twice); ``epoch_ended`` then goes on from epoch
+    ``resumed_from_epoch + 1``. A run is resumed only if it did not finish, so it may have
+    ended with ``run_failed``, or with nothing at all (SIGKILL, a crash of the machine).
     """
 
 
@@ -171,6 +182,17 @@ def run_finished(run, result, outputs):
 def run_failed(run, status, error):
     """A run ended early: ``status`` is ``"FAILED"`` (an exception) or ``"KILLED"`` (Ctrl-C,
     SIGTERM); ``error`` is the exception. The output folder holds what was written so far."""
+
+
+@hookspec(firstresult=True)
+def find_run_output(run_ref):
+    """Return the output folder (a path) of the run ``run_ref`` names, or ``None``.
+
+    ``facelab run --resume RUN`` asks this when ``RUN`` is neither an output folder nor the
+    ``Run.id`` of a run under the output folder; the first answer that is not ``None`` wins.
+    The MLflow plugin answers for an MLflow run id (or facelab's run id) from the tag
+    ``facelab.output_dir`` it gives every run.
+    """
 
 
 @hookspec

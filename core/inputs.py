@@ -9,17 +9,19 @@ from facelab.data import BalancePlan
 
 
 def make_dataset(images: np.ndarray, labels: dict[str, np.ndarray], plan: BalancePlan,
-                 batch_size: int, *, shuffle: bool, seed: int, augment: list | None = None
-                 ) -> tf.data.Dataset:
+                 batch_size: int, *, shuffle: bool, seed: int, augment: list | None = None,
+                 first_epoch: int = 0) -> tf.data.Dataset:
     """Batches of (float32 images in 0-255, {task: int labels}).
 
     Rows are synthesised from the plan a batch at a time (``BalancePlan.materialize``), so a
     SMOTE-balanced set never exists whole in memory. Augmentation layers run on training batches
-    only, in tf.data, on the fly.
+    only, in tf.data, on the fly. A shuffled set is shuffled per epoch with ``seed + epoch``
+    (epochs from 0, each pass over the set is the next one), so a run resumed after
+    ``first_epoch`` epochs shuffles as the uninterrupted run did.
     """
     n = len(plan)
     shape = images.shape[1:]
-    epoch = [0]
+    epoch = [first_epoch]
 
     def batches():
         order = np.arange(n)

@@ -137,10 +137,18 @@ def _stage_counts(table: SampleTable, tasks: dict[str, Task], synthetic: int | N
                        dict(Counter(table.frame["source"])), len(table), synthetic)
 
 
-def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext) -> dict:
-    """tf.data pipelines for each split; augmentation on train only."""
+def augmentations(recipe: Recipe, ctx: BuildContext) -> list:
+    """The recipe's augmentation layers, in order."""
+    return [spec.build(ctx) for spec in recipe.augment]
+
+
+def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext, *,
+             augment: list | None = None, first_epoch: int = 0) -> dict:
+    """tf.data pipelines for each split; augmentation (default: built from the recipe) on train
+    only; training shuffles as from epoch ``first_epoch`` (0-based; a resumed run's)."""
     labels = {task: data.labels(task) for task in recipe.tasks}
-    augment = [spec.build(ctx) for spec in recipe.augment]
+    if augment is None:
+        augment = augmentations(recipe, ctx)
     train = recipe.schema.train
     out = {}
     for split in SPLITS:
@@ -150,7 +158,8 @@ def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext) -> dict:
         out[split] = make_dataset(
             data.images, labels, data.splits.plans[split],
             train.batch_size if is_train else recipe.schema.evaluate.batch_size,
-            shuffle=is_train, seed=recipe.schema.seed, augment=augment if is_train else None)
+            shuffle=is_train, seed=recipe.schema.seed, augment=augment if is_train else None,
+            first_epoch=first_epoch if is_train else 0)
     return out
 
 
@@ -170,17 +179,42 @@ def compile_model(recipe: Recipe, input_shape: tuple[int, ...], tasks: dict[str,
     return model
 
 
-def train(recipe: Recipe, model: keras.Model, sets: dict, callbacks: list) -> tuple[dict, float]:
-    """Fit; returns (history, seconds)."""
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's early stopping, optionally starting from a resumed run's state: the best
+    validation loss so far and the epochs waited since it. The best weights of the epochs
+    before the resumption are not held (the runner reloads them from the best checkpoint)."""
+
+    def __init__(self, *, resumed: tuple[float | None, int] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.resumed = resumed
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.resumed is not None and self.resumed[0] is not None:
+            self.best, self.wait = self.resumed
+
+
+def train(recipe: Recipe, model: keras.Model, sets: dict, callbacks: list, *,
+          initial_epoch: int = 0, after: list = (),
+          early_stopping: tuple[float | None, int] | None = None) -> tuple[dict, float]:
+    """Fit from epoch ``initial_epoch`` (0-based: the epochs already done) to
+    ``train.epochs``; returns (the history of the epochs trained now, seconds).
+
+    ``callbacks`` run before early stopping, ``after`` after it (a checkpoint records whether
+    early stopping ended training). ``early_stopping`` is a resumed run's (best validation
+    loss, epochs since it), so patience carries over the interruption.
+    """
     t = recipe.schema.train
     if t.early_stopping and "val" in sets:
-        callbacks = [*callbacks, keras.callbacks.EarlyStopping(
-            patience=t.early_stopping, restore_best_weights=True)]
+        callbacks = [*callbacks, ResumableEarlyStopping(
+            patience=t.early_stopping, restore_best_weights=True, resumed=early_stopping)]
+    callbacks = [*callbacks, *after]
     start = time.perf_counter()
     # Our tf.data pipeline shuffles itself; Keras warns that its own shuffle flag is unused.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*", category=UserWarning)
     history = model.fit(sets["train"], validation_data=sets.get("val"), epochs=t.epochs,
-                        steps_per_epoch=t.steps_per_epoch, callbacks=callbacks, verbose=0)
+                        initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
+                        callbacks=callbacks, verbose=0)
     return history.history, time.perf_counter() - start
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,20 +14,53 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import field_validator
 from facelab.errors import FacelabError, did_you_mean
 from facelab.keras_objects import build_keras_object, check_keras_object
 from facelab.params import Params, field
 from facelab.registry import Component, Registry, validate_params
 
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: A recipe (or a file it extends) larger than this is refused unread.
+MAX_RECIPE_BYTES = 1 << 20
+#: At most this many values (mappings, lists, scalars) once every YAML alias is expanded: a
+#: recipe has a few hundred; an "alias bomb" (each alias doubling the document) has billions.
+MAX_YAML_NODES = 100_000
+#: Mappings and lists nested deeper than this are refused (a recipe needs about six levels).
+MAX_YAML_DEPTH = 100
+#: Suffixes of the files ``extends`` may name.
+RECIPE_SUFFIXES = (".yaml", ".yml")
+#: Seeds go to ``keras.utils.set_random_seed`` (numpy's legacy seeding): 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 class RecipeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads exponent floats without a dot (``1e-3``) as floats.
+    """``yaml.SafeLoader`` that also reads exponent floats without a dot (``1e-3``) as floats,
+    and bounds aliases.
 
     PyYAML follows YAML 1.1, where ``1e-3`` is a string; YAML 1.2 and every recipe author read it
-    as a number.
+    as a number. An alias shares its node, so a small document can stand for an exponentially
+    large one (an "alias bomb") or for an infinite one (an alias inside the node it names): the
+    composed document is measured, counting every alias's expansion, before anything is built.
     """
+
+    _depth = 0
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            check_expanded_size(node)
+        return node
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 RecipeLoader.add_implicit_resolver(
@@ -42,30 +74,81 @@ RecipeLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str):
-    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    """YAML text -> data, aliases bounded (see :class:`RecipeLoader`)."""
+    try:
+        return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def check_expanded_size(root: yaml.Node) -> None:
+    """Raise a YAML error when ``root`` expands to more than ``MAX_YAML_NODES`` values, or
+    contains itself through an alias. Linear in the composed (unexpanded) nodes."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the current node's ancestors
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > MAX_YAML_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases expand the document to more than {MAX_YAML_NODES} "
+                    "values (an alias bomb?)", node.start_mark)
+            continue
+        if key in sizes:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_nodes:
+                raise yaml.composer.ComposerError(
+                    None, None, "recursive alias: an alias refers to a value that contains it",
+                    child.start_mark)
+            if id(child) not in sizes:
+                stack.append((child, False))
 
 
 # --------------------------------------------------------------------------------------------
 # The recipe schema (everything but the components, which each plugin validates itself)
 # --------------------------------------------------------------------------------------------
 
+def component_field(default: Any, doc: str) -> Any:
+    """A recipe key holding component mappings, validated by the components' own schemas."""
+    return field(default, doc, json_schema_extra={"component": True})
+
+
 class DataSection(Params):
-    dataset: dict[str, Any] | None = field(None, "one dataset component")
-    datasets: dict[str, dict[str, Any]] | None = field(
+    dataset: dict[str, Any] | None = component_field(None, "one dataset component")
+    datasets: dict[str, dict[str, Any]] | None = component_field(
         None, "several sources: name -> dataset component, merged into one sample table")
-    detector: dict[str, Any] = field(..., "face detector / cropper component")
-    split: dict[str, Any] = field({"type": "stratified"},
-                                  "split component: train/validation/test protocol")
-    balancer: dict[str, Any] = field({"type": "none"}, "class balancer component (training only)")
+    detector: dict[str, Any] = component_field(..., "face detector / cropper component")
+    split: dict[str, Any] = component_field({"type": "stratified"},
+                                            "split component: train/validation/test protocol")
+    balancer: dict[str, Any] = component_field({"type": "none"},
+                                               "class balancer component (training only)")
     balance_on: str | None = field(None, "task whose classes are balanced (default: stratify)")
-    augment: list[dict[str, Any]] = field([], "augmentation components, applied in order")
-    cache_dir: str = field("~/.cache/facelab", "folder for generated data and the crop cache")
+    augment: list[dict[str, Any]] = component_field(
+        [], "augmentation components, applied in order")
+    cache_dir: str = field("~/.cache/facelab", "folder for generated data and the crop cache",
+                           path=True)
 
 
 class ModelSection(Params):
-    backbone: dict[str, Any] = field(..., "backbone component")
-    attention: dict[str, Any] = field({"type": "none"}, "attention component after the backbone")
-    heads: dict[str, dict[str, Any]] = field(..., "task name -> head component")
+    backbone: dict[str, Any] = component_field(..., "backbone component")
+    attention: dict[str, Any] = component_field({"type": "none"},
+                                                "attention component after the backbone")
+    heads: dict[str, dict[str, Any]] = component_field(..., "task name -> head component")
 
 
 class KerasObject(Params):
@@ -81,11 +164,14 @@ class TrainSection(Params):
     optimizer: KerasObject = field(KerasObject(type="adam"), "a keras.optimizers class and args")
     schedule: KerasObject | None = field(
         None, "a keras.optimizers.schedules class and args; sets the optimizer's learning rate")
-    loss: dict[str, Any] = field(..., "loss component")
+    loss: dict[str, Any] = component_field(..., "loss component")
     early_stopping: int | None = field(None, "stop after this many epochs without val improvement",
                                        ge=1)
     steps_per_epoch: int | None = field(None, "limit batches per epoch (default: the whole set)",
                                         ge=1)
+    checkpoints: bool = field(
+        True, "after every epoch, keep checkpoints/last.* and best.* (lowest validation loss) in "
+        "the output folder, so `facelab run --resume` can continue the run")
 
 
 class EvaluateSection(Params):
@@ -98,7 +184,8 @@ class EvaluateSection(Params):
 
 class TrackingSection(Params):
     experiment: str = field("facelab", "experiment name in the tracking store")
-    uri: str | None = field(None, "tracking store URI (default: the tracking plugin's own)")
+    uri: str | None = field(None, "tracking store URI (default: the tracking plugin's own)",
+                            path=True)
     run_name: str | None = field(None, "run name (default: the recipe name)")
     enabled: bool = field(True, "track the run (tracking plugins log nothing when false)")
     log_model: bool = field(True, "log the trained model")
@@ -107,16 +194,27 @@ class TrackingSection(Params):
 
 
 class RecipeSchema(Params):
-    name: str = field(..., "recipe name", min_length=1)
+    name: str = field(..., "recipe name; also names the run's output folder (no /, \\ or ..)",
+                      min_length=1)
     description: str = field("", "what this recipe is for")
     paper: str | None = field(None, "the paper this recipe reproduces")
-    seed: int = field(42, "global seed")
-    output_dir: str = field("runs", "folder for run outputs (figures, reports)")
+    seed: int = field(42, "global seed, 0 to 2**32 - 1", ge=0, le=MAX_SEED)
+    output_dir: str = field("runs", "folder for run outputs (figures, reports)", path=True)
     data: DataSection = field(..., "data section")
     model: ModelSection = field(..., "model section")
     train: TrainSection = field(..., "training section")
     evaluate: EvaluateSection = field(EvaluateSection(), "evaluation section")
     tracking: TrackingSection = field(TrackingSection(), "experiment tracking, read by tracking plugins")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if any(c in value for c in "/\\") or ".." in value or value.startswith("."):
+            raise ValueError("a recipe name is also a folder name: it cannot contain /, \\ or "
+                             ".., nor start with a dot")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("the name cannot contain control characters")
+        return value
 
 
 SECTIONS = ("name", "description", "paper", "seed", "output_dir", "data", "model", "train",
@@ -237,7 +335,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), registry: Regis
     raw = _read_with_extends(path, chain=())
     raw = apply_overrides(raw, overrides)
     where = str(path)
-    raw = _expand(raw, where, ())
+    # ${ENV} and ~ are expanded in path fields only, by their schemas (facelab.params)
     return validate_recipe(raw, registry or get_registry(), where=where, path=path,
                            overrides=tuple(overrides), source_text=_read_text(path))
 
@@ -290,7 +388,7 @@ def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
     if train.schedule is not None:
         _prefix_errors(lambda: check_keras_object("schedule", train.schedule, "train.schedule"),
                        where)
-    return Recipe(
+    recipe = Recipe(
         path=path,
         schema=schema,
         datasets=datasets,
@@ -307,6 +405,48 @@ def validate_recipe(raw: Any, registry: Registry, *, where: str = "<recipe>",
         overrides=overrides,
         source_text=source_text,
     )
+    _check_declared_columns(recipe, where)
+    return recipe
+
+
+def _check_declared_columns(recipe: Recipe, where: str) -> None:
+    """Heads and ``evaluate.groups`` against what the datasets declare, without reading data.
+
+    Heads are checked when every dataset declares its tasks; groups when every dataset also
+    declares its extra columns. A dataset that cannot know them without its data (a CSV file's
+    other columns; the ``folder`` dataset's classes when its folder is missing) leaves them to
+    be matched when the data is loaded.
+    """
+    specs = list(recipe.datasets.values())
+    tasks = _declared(specs, "tasks")
+    if tasks is None:
+        return
+    for task in recipe.tasks:
+        if task not in tasks:
+            raise FacelabError(f"model.heads.{task}: {did_you_mean(task, tasks, what='task')} "
+                               "(tasks come from the dataset)", where=where)
+    columns = _declared(specs, "columns")
+    if columns is None:
+        return
+    known = {"source", *tasks, *columns}
+    for i, group in enumerate(recipe.schema.evaluate.groups):
+        if group not in known:
+            raise FacelabError(f"evaluate.groups.{i}: {did_you_mean(group, known, what='column')} "
+                               "(groups are the datasets' tasks and extra columns)", where=where)
+
+
+def _declared(specs: list[ComponentSpec], what: str) -> list[str] | None:
+    """The names every dataset declares (``tasks`` or ``columns``), or None if one cannot."""
+    names: list[str] = []
+    for spec in specs:
+        declare = getattr(spec.component, what)
+        if declare is None:
+            return None
+        try:
+            names.extend(declare(spec.params))
+        except FacelabError:  # needs the data (e.g. a folder listing): checked when loaded
+            return None
+    return names
 
 
 def _split_value(value: dict[str, Any], where: str) -> dict[str, Any]:
@@ -334,7 +474,23 @@ def resolve_component(registry: Registry, kind: str, value: Any, where: str) -> 
         raise FacelabError(f"{where}.type: expected a {kind} name, got {name!r}")
     component = registry.get(kind, name, where=f"{where}.type")
     params = component.validate({k: v for k, v in value.items() if k != "type"}, where)
+    _check_distinct_classes(params.model_dump(mode="python"), where)
     return ComponentSpec(where, component, params)
+
+
+def _check_distinct_classes(value: Any, where: str) -> None:
+    """Every ``classes`` list in a component's parameters (at any depth) names distinct classes."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "classes" and isinstance(item, (list, tuple)):
+                repeated = sorted({str(c) for c in item if list(item).count(c) > 1})
+                if repeated:
+                    raise FacelabError(f"{where}.classes: {', '.join(map(repr, repeated))} "
+                                       "listed more than once; class names must be distinct")
+            _check_distinct_classes(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_distinct_classes(item, f"{where}.{i}")
 
 
 def _prefix_errors(fn: Any, where: str) -> Any:
@@ -364,14 +520,30 @@ def check_keras_values(recipe: Recipe) -> None:
 # --------------------------------------------------------------------------------------------
 
 def _read_text(path: Path) -> str:
+    """The recipe file's text: a regular file of at most ``MAX_RECIPE_BYTES``, UTF-8. Errors
+    never quote the file's content."""
     try:
-        return path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise IsADirectoryError
+        if not path.exists():
+            raise FileNotFoundError
+        if not path.is_file():
+            raise FacelabError(f"{path}: not a regular file; expected a recipe .yaml file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise FacelabError(f"{path}: recipe file not found") from None
     except IsADirectoryError:
         raise FacelabError(f"{path}: is a folder; expected a recipe .yaml file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FacelabError(f"{path}: cannot read recipe ({exc})") from None
+    except OSError as exc:
+        raise FacelabError(f"{path}: cannot read recipe ({exc.strerror or type(exc).__name__})"
+                           ) from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise FacelabError(f"{path}: larger than {MAX_RECIPE_BYTES} bytes; not a recipe")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FacelabError(f"{path}: not UTF-8 text (byte {exc.start}); not a recipe") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -380,9 +552,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise FacelabError(f"{path}: invalid YAML at {line}{problem}") from None
+        raise FacelabError(f"{path}: invalid YAML{at}: {problem}") from None
     if data is None:
         raise FacelabError(f"{path}: the recipe is empty; expected a mapping of sections")
     if not isinstance(data, dict):
@@ -397,6 +569,10 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
         raise FacelabError(f"{chain[0]}: extends: cycle {cycle}")
     data = _read_yaml(path)
+    if chain and any(key not in (*SECTIONS, "extends") for key in data):
+        # another file's keys are its content: say what is wrong without quoting them
+        raise FacelabError(f"{path}: not a facelab recipe: its top-level keys are not all recipe "
+                           f"sections ({', '.join(SECTIONS)}); validate it alone for details")
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -404,6 +580,10 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise FacelabError(f"{path}: extends: expected a relative path to another recipe, "
                            f"got {parent!r}")
     parent_path = (path.parent / Path(parent).expanduser())
+    if not parent_path.name.lower().endswith(RECIPE_SUFFIXES) or \
+            not parent_path.resolve().name.lower().endswith(RECIPE_SUFFIXES):
+        raise FacelabError(f"{path}: extends: {parent!r} is not a .yaml or .yml file; extends "
+                           "reads only recipe files")
     if not parent_path.exists():
         raise FacelabError(f"{path}: extends: {parent!r} not found (looked for {parent_path})")
     base = _read_with_extends(parent_path, (*chain, resolved))
@@ -558,26 +738,6 @@ def _index(node: list, part: str, path: str, where: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
         raise FacelabError(f"{where}: {path}: expected a list index below {len(node)}")
     return int(part)
-
-
-def _expand(value: Any, where: str, path: tuple[str, ...]) -> Any:
-    """Expand ``${ENV_VAR}`` in every string and a leading ``~/`` in path-like strings."""
-    if isinstance(value, dict):
-        return {k: _expand(v, where, (*path, str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, where, (*path, str(i))) for i, v in enumerate(value)]
-    if isinstance(value, str):
-        def env(match: re.Match) -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                raise FacelabError(f"{'.'.join(path)}: environment variable {name} is not set; "
-                                   f"set it or use --set {'.'.join(path)}=...", where=where)
-            return os.environ[name]
-
-        value = _ENV_PATTERN.sub(env, value)
-        if value == "~" or value.startswith("~/"):
-            value = os.path.expanduser(value)
-    return value
 
 
 def iter_component_specs(recipe: Recipe) -> Iterable[ComponentSpec]:

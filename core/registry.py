@@ -6,14 +6,14 @@ import fnmatch
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from facelab.errors import FacelabError, did_you_mean
-from facelab.params import Params
+from facelab.params import ENV_NOT_PATH, ENV_UNSET, Params
 
 #: kind -> registration hook name, in pipeline order.
 KINDS: dict[str, str] = {
@@ -52,6 +52,9 @@ class Component:
     origin: Origin
     #: datasets only: ``tasks(params) -> {name: Task}`` without loading any data (for summaries)
     tasks: Callable[..., Any] | None = None
+    #: datasets only: ``columns(params) -> [name, ...]``, the extra columns of the sample table
+    #: (``age_group``, ...), so ``validate`` can check ``evaluate.groups``; None: not known
+    columns: Callable[..., Any] | None = None
 
     @property
     def summary(self) -> str:
@@ -75,7 +78,15 @@ def render_validation_error(exc: ValidationError, schema: type[Params], where: s
     """The first pydantic error as ``path.to.key: what was wrong; what is expected``."""
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
+    if error["type"] in (ENV_UNSET, ENV_NOT_PATH):  # raised for a key of the model at ``loc``
+        loc.append(error["ctx"]["key"])
     path = ".".join([where, *loc]) if where else ".".join(loc)
+    if error["type"] == ENV_UNSET:
+        return (f"{path}: environment variable {error['ctx']['name']} is not set; set it or use "
+                f"--set {path}=...")
+    if error["type"] == ENV_NOT_PATH:
+        return (f"{path}: environment variables expand only in path fields (got "
+                f"${{{error['ctx']['name']}}}); write the value itself")
     if error["type"] == "extra_forbidden":
         known = _known_keys(schema, error["loc"][:-1])
         if not known:
@@ -121,7 +132,8 @@ class Registry:
         self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
 
     def add(self, kind: str, name: str, factory: Callable[..., Any], params: type[Params],
-            doc: str | None, origin: Origin, tasks: Callable[..., Any] | None = None) -> None:
+            doc: str | None, origin: Origin, tasks: Callable[..., Any] | None = None,
+            columns: Callable[..., Any] | Iterable[str] | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise FacelabError(f"plugin {origin.plugin}: a {kind} name must be a non-empty string")
         if not (isinstance(params, type) and issubclass(params, Params)):
@@ -133,7 +145,11 @@ class Registry:
             raise FacelabError(
                 f"duplicate {kind} {name!r}: registered by {existing.origin} and by {origin}")
         text = doc if doc is not None else inspect.getdoc(factory) or ""
-        self._components[kind][name] = Component(kind, name, factory, params, text, origin, tasks)
+        if columns is not None and not callable(columns):
+            fixed = tuple(columns)
+            columns = lambda params, fixed=fixed: fixed  # noqa: E731
+        self._components[kind][name] = Component(kind, name, factory, params, text, origin, tasks,
+                                                 columns)
 
     def get(self, kind: str, name: str, where: str | None = None) -> Component:
         if kind not in self._components:

@@ -10,12 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facelab.errors import FacelabError
 from facelab.recipe import Recipe, iter_component_specs
 
 
 @dataclass(frozen=True)
 class Run:
-    """A run's identity: facelab's id, display name, output folder, tags and recipe."""
+    """A run's identity: facelab's id, display name, output folder, tags and recipe.
+
+    ``resumed_from_epoch`` is ``None`` for a fresh run. A run continued by ``facelab run
+    --resume`` keeps the id, name, output folder, tags and start time of the run it continues,
+    and ``resumed_from_epoch`` is the number of epochs its checkpoint had done (0 when it
+    stopped before the first checkpoint, or kept none): training goes on with epoch
+    ``resumed_from_epoch + 1``.
+    """
 
     id: str
     name: str
@@ -23,10 +31,16 @@ class Run:
     recipe: Recipe
     tags: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    resumed_from_epoch: int | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.resumed_from_epoch is not None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "output_dir": str(self.output_dir),
-                "recipe": self.recipe.name, "tags": dict(self.tags), "started": self.started}
+                "recipe": self.recipe.name, "tags": dict(self.tags), "started": self.started,
+                "resumed_from_epoch": self.resumed_from_epoch}
 
 
 #: MLflow and most trackers cap run names; longer labels are cut with "...".
@@ -67,7 +81,11 @@ def new_output_dir(recipe: Recipe) -> Path:
     """``<output_dir>/<recipe name>-<YYYYmmdd-HHMMSS>[-n]``, created now."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", recipe.name).strip("._") or "run"
-    base = Path(recipe.schema.output_dir).expanduser() / f"{safe}-{stamp}"
+    safe = re.sub(r"\.{2,}", ".", safe)  # never "..": the folder stays inside output_dir
+    root = Path(recipe.schema.output_dir).expanduser()
+    base = root / f"{safe}-{stamp}"
+    if base.resolve().parent != root.resolve():  # a guard: the name above cannot escape
+        raise FacelabError(f"name: {recipe.name!r} would write outside output_dir {root}")
     path, i = base, 1
     while True:
         try:

@@ -2,8 +2,9 @@
 
 The runner owns the :class:`facelab.run.Run` value and passes it to every hook; it knows no
 tracking backend, report or figure by name. Order: prepare the data (errors here come before
-any run exists) -> ``run_started`` -> train (``epoch_ended`` each epoch) -> evaluate -> write the
-core's outputs -> ``run_finished``; on an exception, Ctrl-C or SIGTERM -> ``run_failed``.
+any run exists) -> ``run.json`` -> ``run_started`` -> train (``epoch_ended`` each epoch, then a
+checkpoint) -> evaluate -> write the core's outputs -> ``run_finished``; on an exception, Ctrl-C
+or SIGTERM -> ``run_failed``. :func:`resume_run` continues a stopped run from its checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from facelab import checkpoints
+from facelab.checkpoints import Checkpoint, StoredRun
 from facelab.context import QuietProgress
 from facelab.errors import RunTerminated
 from facelab.modelspec import FILE as MODEL_SPEC_FILE
@@ -79,10 +82,7 @@ def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] 
     """
     from facelab import pipeline
 
-    if hooks is None:
-        from facelab.manager import get_plugin_manager
-
-        hooks = get_plugin_manager().hook
+    hooks = hooks if hooks is not None else _plugin_hooks()
     progress = progress or QuietProgress()
     check_keras_values(recipe)  # a bad optimizer value fails now, not after data preparation
     set_seed(recipe.schema.seed)
@@ -92,23 +92,70 @@ def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] 
     run = Run(id=new_run_id(), name=name,
               output_dir=new_output_dir(recipe), recipe=recipe,
               tags=_run_tags(hooks, recipe, tags))
+    with checkpoints.hold(run.output_dir):
+        return _execute(run, data, ctx, callbacks, hooks, None)
+
+
+def resume_run(stored: StoredRun, *, progress=None, callbacks=(), hooks=None) -> RunResult:
+    """Continue the stopped run ``stored`` (:func:`facelab.checkpoints.read_run`) in its output
+    folder, under its id, name, tags and recipe, from its newest intact checkpoint (weights,
+    optimizer, history, random state), or from the start when it has none. Observers see a
+    ``Run`` with ``resumed_from_epoch`` set. A finished run, or one another process still
+    runs, is refused with a :class:`facelab.errors.FacelabError`."""
+    from facelab import pipeline
+
+    hooks = hooks if hooks is not None else _plugin_hooks()
+    progress = progress or QuietProgress()
+    recipe = stored.recipe
+    with checkpoints.hold(stored.folder):
+        checkpoints.check_resumable(checkpoints.read_run(stored.folder))  # now that we hold it
+        check_keras_values(recipe)
+        set_seed(recipe.schema.seed)
+        ctx = pipeline.make_context(recipe, progress)
+        data = pipeline.prepare_data(recipe, ctx)
+        checkpoint = checkpoints.load(stored.folder)
+        done = checkpoint.epoch if checkpoint is not None else 0
+        progress.log(f"resuming after epoch {done} of {recipe.schema.train.epochs}: "
+                     f"run {stored.id}")
+        run = Run(id=stored.id, name=stored.name, output_dir=stored.folder, recipe=recipe,
+                  tags=stored.tags, started=stored.started, resumed_from_epoch=done)
+        return _execute(run, data, ctx, callbacks, hooks, checkpoint)
+
+
+def _plugin_hooks():
+    from facelab.manager import get_plugin_manager
+
+    return get_plugin_manager().hook
+
+
+def _execute(run: Run, data, ctx, callbacks, hooks, checkpoint: Checkpoint | None) -> RunResult:
+    """``run_started`` -> train and evaluate -> ``run_finished``, or ``run_failed``; the run's
+    status is kept in ``run.json``."""
+    checkpoints.write_run_file(run)
+    progress = ctx.progress
     with sigterm_raises():
         try:
             references: dict[str, str] = {}
             with progress.phase("starting the run"):
                 for answer in hooks.run_started(run=run, data=data):
                     references.update(answer or {})
-            result, outputs = _train_and_evaluate(run, data, ctx, callbacks, hooks, references)
+            result, outputs = _train_and_evaluate(run, data, ctx, callbacks, hooks, references,
+                                                  checkpoint)
             with progress.phase("reporting (tables, figures, tracking)"):
                 hooks.run_finished(run=run, result=result, outputs=outputs)
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunTerminated)) else "FAILED"
+            try:
+                checkpoints.set_status(run.output_dir, status)
+            except Exception as write_error:  # keep the run's own error first
+                exc.add_note(f"(while recording its status: {write_error})")
             try:
                 hooks.run_failed(run=run, status=status, error=exc)
             except Exception as hook_error:  # keep the run's own error first
                 exc.add_note(f"(while reporting this failure: {type(hook_error).__name__}: "
                              f"{hook_error})")
             raise
+        checkpoints.set_status(run.output_dir, checkpoints.FINISHED)
     return result
 
 
@@ -122,10 +169,10 @@ def _run_tags(hooks, recipe: Recipe, extra: dict[str, str] | None) -> dict[str, 
     return tags
 
 
-def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[str, str]
-                        ) -> tuple[RunResult, RunOutputs]:
+def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[str, str],
+                        checkpoint: Checkpoint | None) -> tuple[RunResult, RunOutputs]:
     from facelab import pipeline
-    from facelab.callbacks import HookCallback
+    from facelab.callbacks import CheckpointCallback, HookCallback
 
     recipe, output = run.recipe, run.output_dir
     _write_recipe(recipe, output)
@@ -133,11 +180,18 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
     write_json(output / MODEL_SPEC_FILE,
                model_spec(recipe, data.tasks, data.images.shape[1:]).to_json())
     with ctx.progress.phase("building the model"):
-        sets = pipeline.datasets(recipe, data, ctx)
+        augment = pipeline.augmentations(recipe, ctx)
+        sets = pipeline.datasets(recipe, data, ctx, augment=augment,
+                                 first_epoch=run.resumed_from_epoch or 0)
         model = pipeline.compile_model(recipe, data.images.shape[1:], data.tasks)
         _write_summary(model, output)
+        if checkpoint is not None:
+            checkpoints.restore(model, checkpoint, augment)
+    keep = [CheckpointCallback(output, augment, checkpoint)] \
+        if recipe.schema.train.checkpoints else []
     epochs = HookCallback(hooks, run, recipe.tasks)
-    history, train_seconds = pipeline.train(recipe, model, sets, [*callbacks, epochs])
+    history, train_seconds = _train(recipe, model, sets, [*callbacks, epochs], keep, checkpoint,
+                                    output)
     write_json(output / "history.json", history)
     with ctx.progress.phase("evaluating"):
         probs = {split: pipeline.predict(model, sets[split])
@@ -149,6 +203,34 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
     write_json(output / "efficiency.json", efficiency.to_json())
     result = RunResult(run, metrics, data.counts, efficiency, history, references)
     return result, RunOutputs(model, data, probs)
+
+
+def _train(recipe: Recipe, model, sets: dict, callbacks: list, after: list,
+           checkpoint: Checkpoint | None, output: Path) -> tuple[dict, float]:
+    """Fit, or, for a resumed run, fit the epochs its checkpoint had not done; returns the whole
+    history and the training seconds, those before the interruption included."""
+    from facelab import pipeline
+
+    if checkpoint is None:
+        return pipeline.train(recipe, model, sets, callbacks, after=after)
+    history = {k: list(v) for k, v in checkpoint.history.items()}
+    seconds = checkpoint.train_seconds
+    train = recipe.schema.train
+    if not checkpoint.stopped and checkpoint.epoch < train.epochs:
+        more, more_seconds = pipeline.train(
+            recipe, model, sets, callbacks, initial_epoch=checkpoint.epoch, after=after,
+            early_stopping=(checkpoint.best_val_loss, checkpoint.epoch - (
+                checkpoint.best_epoch or checkpoint.epoch)))
+        for key, values in more.items():
+            history.setdefault(key, []).extend(values)
+        seconds += more_seconds
+    if train.early_stopping and "val" in sets:
+        # early stopping ends with the weights of the lowest validation loss; the best
+        # checkpoint holds them when that epoch came before the interruption
+        best = checkpoints.load_best(output)
+        if best is not None:
+            model.load_weights(best.model)
+    return history, seconds
 
 
 def _efficiency(recipe: Recipe, model, data, train_seconds: float) -> Efficiency:

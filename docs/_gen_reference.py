@@ -118,6 +118,8 @@ def code(text: str) -> str:
 def params_table(schema: type, *, prefix: str = "", see: dict[str, str] | None = None,
                  nested: tuple[str, ...] = ()) -> str:
     """A Markdown table of a Params schema: key, type, default, description."""
+    from facelab.params import is_path_field
+
     fields = schema.model_fields
     if not fields:
         return "No parameters.\n"
@@ -126,6 +128,8 @@ def params_table(schema: type, *, prefix: str = "", see: dict[str, str] | None =
         path = f"{prefix}{name}"
         kind = (see or {}).get(path)
         type_cell = cell(kind) if kind else code(type_text(info.annotation))
+        if is_path_field(info):
+            type_cell += ", path"  # expands ${ENV} and ~ (facelab.params)
         if path in nested:
             type_cell = "section" + (" or `null`" if type_text(info.annotation).endswith(
                 "| null") else "")

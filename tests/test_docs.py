@@ -43,8 +43,8 @@ def test_every_builtin_component_is_in_the_reference():
     assert not missing, f"{missing} are not in docs/plugins-reference.md: run docs/_gen_reference.py"
 
 
-LIFECYCLE = ["epoch_ended", "register_commands", "run_failed", "run_finished", "run_started",
-             "run_tags"]
+LIFECYCLE = ["epoch_ended", "find_run_output", "register_commands", "run_failed",
+             "run_finished", "run_started", "run_tags"]
 
 
 def test_every_hook_is_a_kind_or_a_lifecycle_hook():

@@ -24,7 +24,8 @@ class EfficientNetParams(facelab.Params):
     variant: Literal[VARIANTS] = facelab.field("b3", "EfficientNet size: b0 (5.3M) to b7 (66M)")
     weights: str | None = facelab.field(
         "imagenet", "imagenet (downloaded once, or found in ~/.keras/models), null (random), "
-        "or the path of a Keras .h5 weights file for the same variant and include_top")
+        "or the path of a Keras .h5 weights file for the same variant and include_top",
+        path=True)
     include_top: bool = facelab.field(
         False, "keep the 1000-class ImageNet classifier: the output is then a 1000-vector of "
         "probabilities (the race paper's base model), not a feature map")

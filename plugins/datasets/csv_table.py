@@ -15,7 +15,7 @@ from pydantic import field_validator, model_validator
 import facelab
 from facelab.data import NO_LABEL, SPLIT_COLUMN, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
-from facelab.images import readable
+from facelab.images import image_problem
 
 #: Skip reasons counted in ``SampleTable.skipped`` (plus ``<task>: value ... not in classes``).
 NO_PATH = "empty image path"
@@ -37,7 +37,8 @@ def raw_text(value: RawValue) -> str:
 
 
 class CsvTable(facelab.Params):
-    path: str = facelab.field(..., "the table file; relative paths are from the working directory")
+    path: str = facelab.field(..., "the table file; relative paths are from the working directory",
+                              path=True)
     split: Split | None = facelab.field(
         None, "every row of this file is in this split (null: split_column or data.split decides)")
 
@@ -87,7 +88,8 @@ class CsvParams(facelab.Params):
         ..., "the table files (CSV): paths, or {path, split} to predefine every row's split",
         min_length=1)
     root: str | None = facelab.field(
-        None, "folder the image paths are relative to (default: the folder of each table)")
+        None, "folder the image paths are relative to (default: the folder of each table)",
+        path=True)
     path_column: str = facelab.field("path", "column holding each row's image path", min_length=1)
     tasks: dict[str, CsvTask] = facelab.field(
         ..., "task name -> {column, classes, map, edges, unmapped}; the keys of model.heads pick "
@@ -238,8 +240,8 @@ def load(params: CsvParams, ctx) -> SampleTable:
             if not image.is_file():
                 skipped[MISSING] += 1
                 keep[row] = False
-            elif not readable(image):
-                skipped[UNREADABLE] += 1
+            elif (problem := image_problem(image)) is not None:
+                skipped[problem] += 1  # UNREADABLE or "image too large: ..."
                 keep[row] = False
             else:
                 paths.append(str(image))

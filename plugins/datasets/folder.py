@@ -10,7 +10,7 @@ from pydantic import field_validator
 import facelab
 from facelab.data import SPLIT_COLUMN, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
-from facelab.images import IMAGE_SUFFIXES, readable
+from facelab.images import IMAGE_SUFFIXES, image_problem
 
 #: Skip reasons counted in ``SampleTable.skipped``.
 NOT_IMAGE = "not an image file (suffix not .jpg/.jpeg/.png/.bmp/.webp)"
@@ -22,7 +22,8 @@ RESERVED = ("path", "source", SPLIT_COLUMN)
 
 
 class FolderParams(facelab.Params):
-    root: str = facelab.field(..., "folder holding one sub-folder of images per class")
+    root: str = facelab.field(..., "folder holding one sub-folder of images per class",
+                              path=True)
     task: str = facelab.field("label", "the task's name: the key of model.heads that trains it",
                               min_length=1)
     classes: list[str] | None = facelab.field(
@@ -121,8 +122,8 @@ def scan(root: Path, task: str, classes: list[str] | None, recursive: bool) -> S
         for path in files:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 found[NOT_IMAGE] += 1
-            elif not readable(path):
-                found[UNREADABLE] += 1
+            elif (problem := image_problem(path)) is not None:
+                found[problem] += 1  # UNREADABLE or "image too large: ..."
             else:
                 rows.append((str(path), label))
                 found["image"] += 1
@@ -160,4 +161,4 @@ def build(params: FolderParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("folder", build, FolderParams, tasks=folder_tasks)
+    register("folder", build, FolderParams, tasks=folder_tasks, columns=())

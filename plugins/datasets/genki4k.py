@@ -84,7 +84,8 @@ def scan(root: Path) -> SampleTable:
 
 
 class Genki4kParams(facelab.Params):
-    root: str = facelab.field(..., "the GENKI-4K folder: labels.txt and files/file0001.jpg ...")
+    root: str = facelab.field(..., "the GENKI-4K folder: labels.txt and files/file0001.jpg ...",
+                              path=True)
 
 
 def tasks(params: Genki4kParams | None) -> dict[str, Task]:
@@ -105,4 +106,4 @@ def build(params: Genki4kParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("genki4k", build, Genki4kParams, tasks=tasks)
+    register("genki4k", build, Genki4kParams, tasks=tasks, columns=POSE_COLUMNS)

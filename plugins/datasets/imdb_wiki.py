@@ -42,12 +42,13 @@ class ImdbWikiParams(facelab.Params):
     subset: Literal["imdb", "wiki"] = facelab.field(
         "imdb", "which metadata file: imdb (imdb_crop/imdb.mat) or wiki (wiki_crop/wiki.mat)")
     root: str = facelab.field(
-        ..., "the <subset>_crop folder (holding <subset>.mat and 00..99/), its parent, or the .mat")
+        ..., "the <subset>_crop folder (holding <subset>.mat and 00..99/), its parent, or the .mat",
+        path=True)
     min_face_score: float | None = facelab.field(
         None, "drop faces whose detector score is below this (None: keep every detected face)")
     limit: int | None = facelab.field(
         None, "keep a random sample of at most this many rows after filtering (None: all)", ge=1)
-    seed: int = facelab.field(0, "seed of the limit's random sample")
+    seed: int = facelab.field(0, "seed of the limit's random sample", ge=0)
     check_files: bool = facelab.field(
         True, "skip and count rows whose image file is missing (one stat per filtered row)")
 
@@ -201,4 +202,4 @@ def build(params: ImdbWikiParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("imdb-wiki", build, ImdbWikiParams, tasks=tasks)
+    register("imdb-wiki", build, ImdbWikiParams, tasks=tasks, columns=("age_years", "face_score"))

@@ -6,10 +6,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from pydantic import field_validator
+
 import facelab
 from facelab.data import NO_LABEL, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
-from facelab.images import readable  # also imported from here by older code and tests
+from facelab.images import image_problem, readable  # noqa: F401 - readable: older imports
 
 #: UTKFace's race codes, in code order.
 RACES = ("white", "black", "asian", "indian", "others")
@@ -54,8 +56,9 @@ def scan(root: Path, classes: list[str], where: str) -> SampleTable:
         if RACES[race] not in classes:
             skipped[f"race {RACES[race]} not in classes"] += 1
             continue
-        if not readable(path):
-            skipped[UNREADABLE] += 1
+        problem = image_problem(path)  # "unreadable image" or "image too large: ..."
+        if problem is not None:
+            skipped[problem] += 1
             continue
         rows.append((str(path), classes.index(RACES[race]), gender, age))
     if not rows:
@@ -80,10 +83,28 @@ def utkface_tasks(classes) -> dict[str, Task]:
 AGE_BINS = [0, 20, 40, 60, 200]
 
 
+#: Extra columns of the sample table, for ``evaluate.groups``.
+EXTRA_COLUMNS = ("age", "age_group")
+
+
+def check_races(classes: list[str]) -> list[str]:
+    """Every class is a UTKFace race (a ValueError naming the closest otherwise)."""
+    for name in classes:
+        if name not in RACES:
+            raise ValueError(did_you_mean(name, RACES, what="race"))
+    return classes
+
+
 class UtkfaceParams(facelab.Params):
-    root: str = facelab.field(..., "folder holding the UTKFace images (searched recursively)")
+    root: str = facelab.field(..., "folder holding the UTKFace images (searched recursively)",
+                              path=True)
     classes: list[str] = facelab.field(["white", "black", "asian", "indian"],
                                        "races to use, in label order", min_length=2)
+
+    @field_validator("classes")
+    @classmethod
+    def _races(cls, value: list[str]) -> list[str]:
+        return check_races(value)
 
 
 def build(params: UtkfaceParams, ctx) -> SampleTable:
@@ -99,4 +120,5 @@ def build(params: UtkfaceParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("utkface", build, UtkfaceParams, tasks=lambda params: utkface_tasks(params.classes))
+    register("utkface", build, UtkfaceParams, tasks=lambda params: utkface_tasks(params.classes),
+             columns=EXTRA_COLUMNS)

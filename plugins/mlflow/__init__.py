@@ -1,13 +1,17 @@
 """The MLflow plugin: every run tracked in MLflow, and the commands that read the store.
 
 It observes runs through the lifecycle hooks (``run_started``, ``epoch_ended``,
-``run_finished``, ``run_failed``) and adds ``facelab runs``, ``compare``, ``ui`` and ``sweep``.
+``run_finished``, ``run_failed``), reopens the MLflow run of a resumed run, finds a run's output
+folder for ``facelab run --resume`` (``find_run_output``) and adds ``facelab runs``,
+``compare``, ``ui`` and ``sweep``.
 Set ``tracking.enabled: false`` in a recipe, or ``FACELAB_DISABLE_PLUGINS=mlflow``, and runs
 still train, evaluate and write their outputs, with nothing sent to MLflow. MLflow is imported
 only when a run is tracked or a command reads the store.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import facelab
 
@@ -23,7 +27,14 @@ def run_started(run, data):
     from facelab.plugins.mlflow import tracking
 
     settings = run.recipe.schema.tracking
-    tags = {**run.tags, tracking.RUN_ID_TAG: run.id}
+    if run.resumed_from_epoch is not None:
+        reopened = tracking.reopen(run.id, run.resumed_from_epoch, settings.uri,
+                                   settings.experiment, settings.system_metrics)
+        if reopened is not None:  # params and datasets were logged when it started
+            return {"MLflow run": reopened.info.run_id}
+        # it stopped before its MLflow run started (or was not tracked): start one now
+    tags = {**run.tags, tracking.RUN_ID_TAG: run.id,
+            tracking.OUTPUT_DIR_TAG: str(Path(run.output_dir).absolute())}
     if "facelab.git_commit" in tags:
         tags["mlflow.source.git.commit"] = tags["facelab.git_commit"]
     started = tracking.start(run.name, tags, run.recipe.schema.description, settings.uri,
@@ -82,6 +93,15 @@ def describe(status: str, error: BaseException) -> str:
     if status == "KILLED":
         return "terminated (SIGTERM)"
     return f"{type(error).__name__}: {error}"
+
+
+@facelab.hookimpl
+def find_run_output(run_ref):
+    """The output folder of an MLflow run id (or facelab's run id) in the tracking store
+    (``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``), for ``facelab run --resume``."""
+    from facelab.plugins.mlflow import tracking
+
+    return tracking.find_output_dir(run_ref)
 
 
 @facelab.hookimpl

@@ -36,10 +36,14 @@ SPLIT_CONTEXT = {"train": "train", "val": "validation", "test": "test"}
 #: Output-folder files and the artifact folder each goes to; other top-level files go to
 #: ``reports/``, folders keep their names.
 ARTIFACT_FOLDERS = {"recipe.yaml": "recipe", "recipe.original.yaml": "recipe",
-                    "overrides.txt": "recipe", "paper.yaml": "recipe",
+                    "overrides.txt": "recipe", "paper.yaml": "recipe", "run.json": "recipe",
                     "model_spec.json": "model_spec"}
 #: The tag linking an MLflow run to facelab's ``Run.id``.
 RUN_ID_TAG = "facelab.run_id"
+#: The tag holding the run's output folder (absolute), for ``facelab run --resume``.
+OUTPUT_DIR_TAG = "facelab.output_dir"
+#: Tags a resumed run drops: they described how it stopped.
+STOP_TAGS = ("facelab.error", "facelab.artifact_error")
 
 
 def tracking_uri(recipe_uri: str | None = None) -> str:
@@ -80,6 +84,15 @@ def use_experiment(uri: str | None, name: str):
 def start(run_name: str, tags: dict[str, Any], description: str | None, uri: str | None,
           experiment: str, system_metrics: bool) -> Any:
     """Start an MLflow run, nested under the active one (a sweep's parent) if there is one."""
+    mlflow = _prepare(system_metrics)
+    use_experiment(uri, experiment)
+    return mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None,
+                            tags={k: tag_text(v) for k, v in tags.items()},
+                            description=description or None,
+                            log_system_metrics=system_metrics or None)
+
+
+def _prepare(system_metrics: bool):
     quiet_mlflow()
     import mlflow
 
@@ -92,11 +105,62 @@ def start(run_name: str, tags: dict[str, Any], description: str | None, uri: str
             mlflow.set_system_metrics_sampling_interval(2)
         if "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING" not in os.environ:
             mlflow.set_system_metrics_samples_before_logging(1)
+    return mlflow
+
+
+def reopen(facelab_run_id: str, resumed_from_epoch: int, uri: str | None, experiment: str,
+           system_metrics: bool) -> Any | None:
+    """Reopen the MLflow run of facelab's run ``facelab_run_id``, whatever its status (RUNNING
+    left by a SIGKILL, KILLED, FAILED): its status goes back to RUNNING and the tags of how it
+    stopped are removed. ``None`` when the store has no run for it; a FINISHED one is refused."""
+    mlflow = _prepare(system_metrics)
     use_experiment(uri, experiment)
-    return mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None,
-                            tags={k: tag_text(v) for k, v in tags.items()},
-                            description=description or None,
-                            log_system_metrics=system_metrics or None)
+    found = mlflow.search_runs(filter_string=f"tags.`{RUN_ID_TAG}` = '{facelab_run_id}'",
+                               search_all_experiments=True, output_format="list",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        return None
+    previous = found[0]
+    if previous.info.status == "FINISHED":
+        from facelab.errors import FacelabError
+
+        raise FacelabError(f"--resume: MLflow run {previous.info.run_id} of run "
+                           f"{facelab_run_id} already finished; nothing to resume")
+    client = mlflow.MlflowClient()
+    for tag in STOP_TAGS:
+        if tag in previous.data.tags:
+            client.delete_tag(previous.info.run_id, tag)
+    active = mlflow.active_run()
+    started = mlflow.start_run(run_id=previous.info.run_id,
+                               nested=active is not None and active.info.run_id != previous.info.run_id,
+                               log_system_metrics=system_metrics or None)
+    mlflow.set_tag("facelab.resumed_from_epoch", str(resumed_from_epoch))
+    return started
+
+
+def find_output_dir(run_ref: str) -> Path | None:
+    """The ``facelab.output_dir`` tag of the MLflow run ``run_ref`` (an MLflow run id, or
+    facelab's run id), in ``$MLFLOW_TRACKING_URI`` or ``./mlflow.db``; ``None`` when there is no
+    such store (none is created), run or tag."""
+    quiet_mlflow()
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = []
+    try:
+        runs = [client.get_run(run_ref)]
+    except MlflowException:
+        pass
+    if not runs:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, f"tags.`{RUN_ID_TAG}` = '{run_ref}'",
+                                  max_results=1) if experiments else []
+    folder = runs[0].data.tags.get(OUTPUT_DIR_TAG) if runs else None
+    return Path(folder) if folder else None
 
 
 def finish(run_id: str, status: str, error: str | None, output_dir: Path | None) -> None:
@@ -199,11 +263,15 @@ def _metric_key(key: str) -> str:
 
 def artifact_layout(folder: Path) -> dict[Path, str]:
     """Output-folder file -> artifact path: ``recipe/``, ``figures/``, ``reports/`` ..."""
+    from facelab.checkpoints import FOLDER as CHECKPOINTS
+
     layout = {}
     for path in sorted(Path(folder).rglob("*")):
         if not path.is_file() or path.suffix == ".tmp":
             continue
         relative = path.relative_to(folder)
+        if relative.parts[0] == CHECKPOINTS:  # the logged model is the trained one
+            continue
         if len(relative.parts) == 1:
             layout[path] = f"{ARTIFACT_FOLDERS.get(path.name, 'reports')}/{path.name}"
         else:
