@@ -7,6 +7,8 @@ peak memory (max RSS) and the ratio to the TensorFlow import measured in the sam
 
     python benchmarks/startup.py               # 5 rounds, in a temporary folder with a store
     python benchmarks/startup.py --rounds 9
+    PYTHONPATH=/path/to/other/facelab FACELAB_BENCH_RECIPE=/path/to/its/quickstart.yaml \
+        python benchmarks/startup.py           # another version of facelab, for a before/after
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
+#: The recipe `show` and `validate` read; another facelab version may need its own copy.
+QUICKSTART = os.environ.get("FACELAB_BENCH_RECIPE", str(REPO / "recipes" / "quickstart.yaml"))
 BASELINE = "python -c 'import tensorflow'"
 
 
