@@ -43,7 +43,8 @@ def trained(tmp_path_factory):
         assert result.exit_code == 0, result.output
         run_id = re.search(r"MLflow run: ([0-9a-f]{32})", result.output)[1]
         Image.fromarray(skimage_data.astronaut()).save(folder / "astronaut.png")
-        (generated,) = (folder / "cache" / "synthetic").iterdir()
+        (generated,) = [p for p in (folder / "cache" / "synthetic").iterdir()
+                        if p.is_dir() and not p.name.startswith(".")]  # not its lock file
         faces = folder / "faces"
         shutil.copytree(generated, faces, ignore=shutil.ignore_patterns("*.json"))
         (faces / "notes.txt").write_text("not a photo\n")
