@@ -10,6 +10,7 @@ import keras
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
+from facelab import signals
 from facelab.console import RichProgress, format_logs
 from facelab.results import epoch_metrics
 
@@ -21,7 +22,11 @@ class HookCallback(keras.callbacks.Callback):
         super().__init__()
         self.hooks, self.run, self.tasks = hooks, run, tasks
 
+    def on_train_batch_end(self, batch, logs=None):
+        signals.raise_if_stopping()  # a stop whose exception Python swallowed
+
     def on_epoch_end(self, epoch, logs=None):
+        signals.raise_if_stopping()
         logs = dict(logs or {})
         rate = current_learning_rate(self.model.optimizer)
         if rate is not None:

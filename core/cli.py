@@ -161,14 +161,19 @@ def run(recipe: Path | None, overrides: tuple[str, ...], resume: str | None,
 def _run_with_progress(resolved, start) -> None:
     from facelab.console import RichProgress
 
-    progress = RichProgress(console)
-    with progress.phase("starting TensorFlow"):
-        quiet_tensorflow()
-    from facelab.callbacks import EpochProgress
-    from facelab.console import print_result
+    from facelab.signals import stop_on_signals
 
-    callbacks = [EpochProgress(progress, resolved.schema.train.epochs)]
-    print_result(console, start(progress=progress, callbacks=callbacks))
+    progress = RichProgress(console)
+    # the first Ctrl-C / SIGTERM stops the run; later ones are ignored until the process exits,
+    # so the run's cleanup and the one line the group prints are not cut short
+    with stop_on_signals(keep_after_stop=True):
+        with progress.phase("starting TensorFlow"):
+            quiet_tensorflow()
+        from facelab.callbacks import EpochProgress
+        from facelab.console import print_result
+
+        callbacks = [EpochProgress(progress, resolved.schema.train.epochs)]
+        print_result(console, start(progress=progress, callbacks=callbacks))
 
 
 def _resume(ref: str, recipe: Path | None, overrides: tuple[str, ...], dry_run: bool) -> None:

@@ -130,6 +130,16 @@ def register_losses(register):
 # --------------------------------------------------------------------------------------------
 
 @hookspec
+def run_preflight(recipe):
+    """Check, before any work (before data preparation, for a fresh and a resumed run), what
+    the run needs from outside, e.g. that the tracking store answers.
+
+    Raise a :class:`facelab.errors.FacelabError` (one line, exit 2) to refuse the run; return
+    nothing. Keep it short: bound every network wait by a few seconds.
+    """
+
+
+@hookspec
 def run_tags(recipe):
     """Return extra tags (``{str: str}``) for a run of ``recipe``, or ``None``.
 

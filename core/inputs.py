@@ -15,7 +15,8 @@ def make_dataset(images: np.ndarray, labels: dict[str, np.ndarray], plan: Balanc
 
     Rows are synthesised from the plan a batch at a time (``BalancePlan.materialize``), so a
     SMOTE-balanced set never exists whole in memory. Augmentation layers run on training batches
-    only, in tf.data, on the fly. A shuffled set is shuffled per epoch with ``seed + epoch``
+    only, in tf.data, on the fly, in one sequential map (deterministic given the seed; the
+    prefetch still overlaps it with training). A shuffled set is shuffled per epoch with ``seed + epoch``
     (epochs from 0, each pass over the set is the next one), so a run resumed after
     ``first_epoch`` epochs shuffles as the uninterrupted run did.
     """
@@ -38,7 +39,15 @@ def make_dataset(images: np.ndarray, labels: dict[str, np.ndarray], plan: Balanc
                  {task: tf.TensorSpec((None,), tf.int64) for task in labels})
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
-    for layer in augment or []:
-        dataset = dataset.map(lambda x, y, layer=layer: (layer(x, training=True), y),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        layers = list(augment)
+
+        def apply(x, y):
+            for layer in layers:
+                x = layer(x, training=True)
+            return x, y
+
+        # one sequential map: the layers' seed generators draw batch after batch in order, so
+        # a seed gives the same augmentations every run (a parallel map's draw order varies)
+        dataset = dataset.map(apply)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,10 +1,11 @@
 """Runs a recipe end to end and tells the observers about it through the lifecycle hooks.
 
 The runner owns the :class:`facelab.run.Run` value and passes it to every hook; it knows no
-tracking backend, report or figure by name. Order: prepare the data (errors here come before
-any run exists) -> ``run.json`` -> ``run_started`` -> train (``epoch_ended`` each epoch, then a
-checkpoint) -> evaluate -> write the core's outputs -> ``run_finished``; on an exception, Ctrl-C
-or SIGTERM -> ``run_failed``. :func:`resume_run` continues a stopped run from its checkpoint.
+tracking backend, report or figure by name. Order: ``run_preflight`` -> prepare the data
+(errors here come before any run exists) -> ``run.json`` -> ``run_started`` -> train
+(``epoch_ended`` each epoch, then a checkpoint) -> evaluate -> write the core's outputs ->
+``run_finished``; on an exception, Ctrl-C or SIGTERM -> ``run_failed``. :func:`resume_run`
+continues a stopped run from its checkpoint.
 """
 
 from __future__ import annotations
@@ -12,24 +13,21 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facelab import checkpoints
+from facelab import checkpoints, signals
 from facelab.checkpoints import Checkpoint, StoredRun
 from facelab.context import QuietProgress
 from facelab.errors import RunTerminated
 from facelab.modelspec import FILE as MODEL_SPEC_FILE
 from facelab.modelspec import model_spec
 from facelab.recipe import Recipe, check_keras_values
+from facelab.signals import stop_on_signals
 from facelab.results import Efficiency, RunResult, metrics_to_json
 from facelab.run import Run, new_output_dir, new_run_id, provenance_tags, run_label
 
@@ -85,15 +83,37 @@ def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] 
     hooks = hooks if hooks is not None else _plugin_hooks()
     progress = progress or QuietProgress()
     check_keras_values(recipe)  # a bad optimizer value fails now, not after data preparation
-    set_seed(recipe.schema.seed)
-    ctx = pipeline.make_context(recipe, progress)
+    hooks.run_preflight(recipe=recipe)  # e.g. the tracking store answers, before any work
+    with stop_on_signals():  # from here on Ctrl-C / SIGTERM: one stop, its cleanup uncut
+        set_seed(recipe.schema.seed)
+        ctx = pipeline.make_context(recipe, progress)
+        data = _prepare_checked(recipe, ctx)
+        signals.raise_if_stopping()  # before any run exists
+        name = name or recipe.schema.tracking.run_name or run_label(recipe.name,
+                                                                    recipe.overrides)
+        run = Run(id=new_run_id(), name=name,
+                  output_dir=new_output_dir(recipe), recipe=recipe,
+                  tags=_run_tags(hooks, recipe, tags))
+        with checkpoints.hold(run.output_dir):
+            return _execute(run, data, ctx, callbacks, hooks, None)
+
+
+def _prepare_checked(recipe: Recipe, ctx):
+    """The model preflight (:mod:`facelab.preflight`) and the data: the preflight first when
+    every dataset declares its tasks (no data read), else right after the data is prepared;
+    either way before any run exists."""
+    from facelab import pipeline, preflight
+
+    early = all(spec.component.tasks is not None for spec in recipe.datasets.values())
+    if early:
+        shape = recipe.detector.build(ctx).output_shape
+        with ctx.progress.phase("checking the model and batch sizes"):
+            preflight.check(recipe, shape, pipeline.recipe_tasks(recipe, ctx))
     data = pipeline.prepare_data(recipe, ctx)
-    name = name or recipe.schema.tracking.run_name or run_label(recipe.name, recipe.overrides)
-    run = Run(id=new_run_id(), name=name,
-              output_dir=new_output_dir(recipe), recipe=recipe,
-              tags=_run_tags(hooks, recipe, tags))
-    with checkpoints.hold(run.output_dir):
-        return _execute(run, data, ctx, callbacks, hooks, None)
+    if not early:
+        with ctx.progress.phase("checking the model and batch sizes"):
+            preflight.check(recipe, data.images.shape[1:], data.tasks)
+    return data
 
 
 def resume_run(stored: StoredRun, *, progress=None, callbacks=(), hooks=None) -> RunResult:
@@ -107,12 +127,13 @@ def resume_run(stored: StoredRun, *, progress=None, callbacks=(), hooks=None) ->
     hooks = hooks if hooks is not None else _plugin_hooks()
     progress = progress or QuietProgress()
     recipe = stored.recipe
-    with checkpoints.hold(stored.folder):
+    with stop_on_signals(), checkpoints.hold(stored.folder):
         checkpoints.check_resumable(checkpoints.read_run(stored.folder))  # now that we hold it
         check_keras_values(recipe)
+        hooks.run_preflight(recipe=recipe)
         set_seed(recipe.schema.seed)
         ctx = pipeline.make_context(recipe, progress)
-        data = pipeline.prepare_data(recipe, ctx)
+        data = _prepare_checked(recipe, ctx)
         checkpoint = checkpoints.load(stored.folder)
         done = checkpoint.epoch if checkpoint is not None else 0
         progress.log(f"resuming after epoch {done} of {recipe.schema.train.epochs}: "
@@ -133,29 +154,36 @@ def _execute(run: Run, data, ctx, callbacks, hooks, checkpoint: Checkpoint | Non
     status is kept in ``run.json``."""
     checkpoints.write_run_file(run)
     progress = ctx.progress
-    with sigterm_raises():
+    with stop_on_signals():
         try:
             references: dict[str, str] = {}
             with progress.phase("starting the run"):
                 for answer in hooks.run_started(run=run, data=data):
                     references.update(answer or {})
+            signals.raise_if_stopping()
             result, outputs = _train_and_evaluate(run, data, ctx, callbacks, hooks, references,
                                                   checkpoint)
+            signals.raise_if_stopping()
             with progress.phase("reporting (tables, figures, tracking)"):
                 hooks.run_finished(run=run, result=result, outputs=outputs)
+            signals.raise_if_stopping()
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunTerminated)) else "FAILED"
-            try:
-                checkpoints.set_status(run.output_dir, status)
-            except Exception as write_error:  # keep the run's own error first
-                exc.add_note(f"(while recording its status: {write_error})")
-            try:
-                hooks.run_failed(run=run, status=status, error=exc)
-            except Exception as hook_error:  # keep the run's own error first
-                exc.add_note(f"(while reporting this failure: {type(hook_error).__name__}: "
-                             f"{hook_error})")
+            # further Ctrl-C / SIGTERM wait until the failure is recorded and reported (the
+            # tracking run ended with its artifacts), then are delivered
+            with signals.deferred():
+                try:
+                    checkpoints.set_status(run.output_dir, status)
+                except Exception as write_error:  # keep the run's own error first
+                    exc.add_note(f"(while recording its status: {write_error})")
+                try:
+                    hooks.run_failed(run=run, status=status, error=exc)
+                except Exception as hook_error:  # keep the run's own error first
+                    exc.add_note(f"(while reporting this failure: {type(hook_error).__name__}: "
+                                 f"{hook_error})")
             raise
-        checkpoints.set_status(run.output_dir, checkpoints.FINISHED)
+        with signals.deferred():
+            checkpoints.set_status(run.output_dir, checkpoints.FINISHED)
     return result
 
 
@@ -264,19 +292,6 @@ def _write_summary(model, output: Path) -> None:
     write_text(output / "model_summary.txt", buffer.getvalue())
 
 
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`RunTerminated` (main thread only; elsewhere a
-    no-op), so ``kill PID`` ends a run like Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise RunTerminated(f"terminated by signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def sigterm_raises():
+    """Kept for callers of earlier versions: :func:`facelab.signals.stop_on_signals`."""
+    return stop_on_signals()

@@ -15,7 +15,7 @@ from facelab.registry import KINDS
 
 DOCS = REPO / "docs"
 HAND_WRITTEN = ("architecture.md", "writing-a-recipe.md", "writing-a-plugin.md", "own-data.md",
-                "deploying.md", "comparing-configurations.md")
+                "deploying.md", "comparing-configurations.md", "reliability.md")
 
 
 def _generator():
@@ -44,7 +44,7 @@ def test_every_builtin_component_is_in_the_reference():
 
 
 LIFECYCLE = ["epoch_ended", "find_run_output", "register_commands", "run_failed",
-             "run_finished", "run_started", "run_tags"]
+             "run_finished", "run_preflight", "run_started", "run_tags"]
 
 
 def test_every_hook_is_a_kind_or_a_lifecycle_hook():

@@ -1,4 +1,4 @@
-"""The MLflow plugin's commands: ``facelab sweep``, ``runs``, ``compare`` and ``ui``.
+"""The MLflow plugin's commands: ``facelab sweep``, ``runs``, ``compare``, ``ui`` and ``sync``.
 
 They read (or, for ``sweep``, fill) the same store ``facelab run`` logs to. MLflow is imported
 inside each command; TensorFlow only when a sweep trains.
@@ -268,11 +268,13 @@ def ui(port: int, host: str, uri: str | None, experiment: str | None) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(Text(f"warning: --host {host} shares the UI (and every run in the "
                                "store) beyond this machine", style="yellow"))
-    # The server (and its workers) get their own process group, stopped as a whole below, also
-    # when we are stopped by SIGTERM rather than Ctrl-C.
+    # The server (and its workers) get their own process group, led by a watchdog that ends
+    # the group when this process is gone, however it ended (SIGKILL, a closed terminal:
+    # watchdog.py); below, the group is stopped as a whole on Ctrl-C or SIGTERM.
     # Its own output goes to stderr: stdout carries only our lines (the address).
-    process = subprocess.Popen(store.ui_command(resolved, host, port), env=store.ui_env(),
-                               start_new_session=True, stdout=sys.stderr.fileno())
+    process = subprocess.Popen(store.watched(store.ui_command(resolved, host, port)),
+                               env=store.ui_env(), start_new_session=True,
+                               stdout=sys.stderr.fileno())
 
     def terminated(signum, frame):
         raise KeyboardInterrupt
@@ -301,3 +303,28 @@ def ui(port: int, host: str, uri: str | None, experiment: str | None) -> None:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN_OUTPUT_DIR",
+                type=click.Path(path_type=Path, file_okay=False, exists=True))
+@TRACKING_URI
+def sync(run_dir: Path, uri: str | None) -> None:
+    """Upload what a run kept for MLflow while its tracking store was unreachable.
+
+    When the store fails mid-run, training goes on and the run keeps what MLflow missed in
+    RUN_OUTPUT_DIR/mlflow_pending/ (epoch metrics, final metrics, the model, the outputs). This
+    logs it to the run's MLflow run (a new one if it was never created), ends that run with the
+    run's status (FINISHED, FAILED, KILLED) and removes mlflow_pending/. The store is the one
+    the run used, unless --tracking-uri says otherwise.
+
+    \b
+    Examples:
+      facelab sync runs/quickstart-20250101-120000
+      facelab sync runs/quickstart-20250101-120000 --tracking-uri http://127.0.0.1:5000
+    """
+    from facelab.plugins.mlflow import pending
+
+    run_id, status = pending.upload(run_dir, uri)
+    console.print(f"synced {run_dir} to MLflow run {run_id} ({status})", markup=False,
+                  highlight=False, soft_wrap=True)

@@ -41,10 +41,19 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def client(uri: str | None = None):
+    """A client of the store; its first use (schema creation or migration) under the store's
+    lock, so it never races a run that creates the same sqlite store."""
     quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(store_uri(uri))
+    from facelab.plugins.mlflow.tracking import store_lock
+
+    resolved = store_uri(uri)
+    with store_lock(resolved):
+        found = MlflowClient(resolved)
+        if resolved.startswith("sqlite:///"):
+            found.search_experiments(max_results=1)
+    return found
 
 
 def experiment_ids(mlflow_client, experiment: str | None) -> list[str]:
@@ -224,6 +233,12 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
     if path is not None:
         command += ["--default-artifact-root", (path.parent / "mlruns").as_uri()]
     return command
+
+
+def watched(command: list[str]) -> list[str]:
+    """``command`` under the watchdog that ends its process group when this process dies."""
+    return [sys.executable, "-m", "facelab.plugins.mlflow.watchdog", str(os.getpid()), "--",
+            *command]
 
 
 def ui_env() -> dict[str, str]:

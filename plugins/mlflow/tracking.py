@@ -14,6 +14,11 @@ Where things go (see docs/comparing-configurations.md):
 * **artifacts**: ``recipe/`` (resolved, original, overrides, paper numbers), ``reports/``,
   ``figures/``;
 * **model**: a LoggedModel (``mlflow.tensorflow``) with a signature and pinned requirements.
+
+Reliability (docs/reliability.md): MLflow's HTTP client is bounded (:data:`HTTP_LIMITS`), a
+run checks that its store answers before any work (:func:`check_store`), a sqlite store's first
+use is serialised by a file lock (:func:`store_lock`), and a store that fails mid-run sends
+what is left to the run's ``mlflow_pending/`` folder (:mod:`facelab.plugins.mlflow.pending`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +45,24 @@ SPLIT_CONTEXT = {"train": "train", "val": "validation", "test": "test"}
 ARTIFACT_FOLDERS = {"recipe.yaml": "recipe", "recipe.original.yaml": "recipe",
                     "overrides.txt": "recipe", "paper.yaml": "recipe", "run.json": "recipe",
                     "model_spec.json": "model_spec"}
+#: Where a run keeps what its store did not take (see pending.py).
+PENDING_FOLDER = "mlflow_pending"
 #: The tag linking an MLflow run to facelab's ``Run.id``.
 RUN_ID_TAG = "facelab.run_id"
 #: The tag holding the run's output folder (absolute), for ``facelab run --resume``.
 OUTPUT_DIR_TAG = "facelab.output_dir"
 #: Tags a resumed run drops: they described how it stopped.
 STOP_TAGS = ("facelab.error", "facelab.artifact_error")
+#: MLflow's HTTP client, bounded unless the user set these variables (MLflow's defaults: 7
+#: retries with backoff factor 2 and 120 s per request, i.e. minutes of retrying). With these,
+#: one call to a server that refuses connections gives up after about 3 s, one to a server that
+#: hangs after at most 3 x 10 s + about 3 s of backoff.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+#: Seconds `facelab run` waits for a tracking server to answer before any work.
+PREFLIGHT_TIMEOUT = 5.0
 
 
 def tracking_uri(recipe_uri: str | None = None) -> str:
@@ -63,10 +82,79 @@ def tracking_uri(recipe_uri: str | None = None) -> str:
 def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
     import logging
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a failing store is reported once, in one line (pending.go_offline), not by every retry
+    for name in ("urllib3", "mlflow.system_metrics", "mlflow.utils.async_logging"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def check_store(uri: str | None) -> None:
+    """Raise a one-line :class:`FacelabError` naming the store unless it answers: a tracking
+    server must answer HTTP within :data:`PREFLIGHT_TIMEOUT` seconds (any HTTP status counts);
+    a sqlite store's folder must exist. Other stores are left to MLflow (bounded retries)."""
+    import urllib.error
+    import urllib.request
+
+    from facelab.errors import FacelabError
+
+    resolved = tracking_uri(uri)
+    if resolved.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{resolved.rstrip('/')}/health",
+                                   timeout=PREFLIGHT_TIMEOUT).close()
+        except urllib.error.HTTPError:
+            return  # it answers, if not with 200 (a proxy, an auth wall): MLflow will say more
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise FacelabError(f"tracking store {resolved} does not answer within "
+                               f"{PREFLIGHT_TIMEOUT:.0f} s ({reason}); start it, fix "
+                               "tracking.uri, or set tracking.enabled=false") from None
+    elif resolved.startswith("sqlite:///"):
+        folder = Path(resolved[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise FacelabError(f"tracking store {resolved}: folder {folder} does not exist; "
+                               "create it, fix tracking.uri, or set tracking.enabled=false")
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a sqlite store across processes (``fcntl.flock`` on
+    ``<store>.lock`` beside it): MLflow creates and migrates the schema on first use, and two
+    processes doing that at once fail (``duplicate column name``). Other stores: no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    path = Path(uri[len("sqlite:///"):] + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def get_or_create_experiment(name: str):
+    """``mlflow.set_experiment``, safe when another process creates the same experiment."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.set_experiment(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc):
+            raise
+        return mlflow.set_experiment(name)  # created by someone else meanwhile: use it
 
 
 def use_experiment(uri: str | None, name: str):
@@ -74,11 +162,40 @@ def use_experiment(uri: str | None, name: str):
     MLflow UI opens it on its runs (not on the GenAI overview)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(uri))
-    experiment = mlflow.set_experiment(name)
-    if EXPERIMENT_KIND[0] not in (experiment.tags or {}):
-        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+    resolved = tracking_uri(uri)
+    with store_lock(resolved):
+        mlflow.set_tracking_uri(resolved)
+        experiment = get_or_create_experiment(name)
+        if EXPERIMENT_KIND[0] not in (experiment.tags or {}):
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
     return experiment
+
+
+def detach_active_run(run_id: str | None) -> None:
+    """Forget the active MLflow run ``run_id`` in this process without calling the store (it
+    failed): pop it from MLflow's stack of active runs and stop its system-metrics thread."""
+    if run_id is None:
+        return
+    try:
+        from mlflow.environment_variables import MLFLOW_RUN_ID
+        from mlflow.tracking import fluent
+
+        stack = fluent._active_run_stack.get()
+        if stack and stack[-1].info.run_id == run_id:
+            stack.pop()
+            MLFLOW_RUN_ID.unset()
+        monitor = fluent.run_id_to_system_metrics_monitor.pop(run_id, None)
+        if monitor is not None:
+            monitor._shutdown_event.set()  # its thread ends without flushing to the store
+    except Exception:  # MLflow internals moved: at worst its atexit hook tries once more
+        pass
+
+
+def active_run_id() -> str | None:
+    import mlflow
+
+    active = mlflow.active_run()
+    return active.info.run_id if active is not None else None
 
 
 def start(run_name: str, tags: dict[str, Any], description: str | None, uri: str | None,
@@ -149,7 +266,9 @@ def find_output_dir(run_ref: str) -> Path | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # the store's first use, under the lock
     runs = []
     try:
         runs = [client.get_run(run_ref)]
@@ -271,6 +390,8 @@ def artifact_layout(folder: Path) -> dict[Path, str]:
             continue
         relative = path.relative_to(folder)
         if relative.parts[0] == CHECKPOINTS:  # the logged model is the trained one
+            continue
+        if relative.parts[0] == PENDING_FOLDER:  # facelab's own bookkeeping
             continue
         if len(relative.parts) == 1:
             layout[path] = f"{ARTIFACT_FOLDERS.get(path.name, 'reports')}/{path.name}"

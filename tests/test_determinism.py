@@ -1,0 +1,78 @@
+"""Same seed, same result on CPU, augmentation included: two quickstart runs (its random flip
+on) give identical metrics and histories; a run stopped after epoch 1 and resumed gives them too;
+the model preflight changes nothing of the trained model."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+from conftest import RECIPES
+
+QUICKSTART = RECIPES / "quickstart.yaml"
+TINY = ["data.dataset.count=200", "data.dataset.size=24", "data.detector.size=[24,24]",
+        "train.epochs=2", "evaluate.figures=false", "evaluate.timing_batches=1",
+        "tracking.enabled=false"]
+
+
+def tiny(cache):
+    from facelab.recipe import load_recipe
+
+    recipe = load_recipe(QUICKSTART, [*TINY, f"data.cache_dir={cache}"])
+    assert recipe.augment, "the quickstart's augmentation is part of what is checked"
+    return recipe
+
+
+def outcome(result):
+    from facelab.results import metrics_to_json
+
+    return metrics_to_json(result.metrics), result.history
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, shared_cache):
+    import os
+
+    from facelab.runner import run_recipe
+
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("determinism"))
+    try:
+        return outcome(run_recipe(tiny(shared_cache)))
+    finally:
+        os.chdir(here)
+
+
+def test_two_runs_with_one_seed_give_identical_metrics(workdir, shared_cache, first):
+    from facelab.runner import run_recipe
+
+    assert outcome(run_recipe(tiny(shared_cache))) == first
+
+
+def test_the_preflight_changes_nothing_of_the_trained_model(workdir, shared_cache, first,
+                                                            monkeypatch):
+    from facelab import preflight
+    from facelab.runner import run_recipe
+
+    monkeypatch.setattr(preflight, "check", lambda *args, **kwargs: None)
+    assert outcome(run_recipe(tiny(shared_cache))) == first
+
+
+class StopAtEpoch2(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:  # epoch 1's checkpoint is written
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_reproduces_the_uninterrupted_one(workdir, shared_cache, first):
+    from pathlib import Path
+
+    from facelab import checkpoints
+    from facelab.runner import resume_run, run_recipe
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(tiny(shared_cache), callbacks=[StopAtEpoch2()])
+    (folder,) = Path("runs").glob("quickstart-*")
+    stored = checkpoints.read_run(folder)
+    assert stored.status == "KILLED"
+    assert outcome(resume_run(stored)) == first
