@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,52 +15,13 @@ import urllib.request
 from pathlib import Path
 
 from conftest import RECIPES
+from mlflow_server import free_port, start_server, stop_server
 
 QUICKSTART = RECIPES / "quickstart.yaml"
 TINY = ["data.dataset.count=200", "data.dataset.size=24", "data.detector.size=[24,24]",
         "train.epochs=1", "evaluate.figures=false", "evaluate.timing_batches=1"]
 ENV = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_TRACKING_URI="",
            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
-    """A real `mlflow server` on ``folder/server.db`` (the same store each time)."""
-    port = free_port()
-    log = open(folder / "server.log", "a")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--default-artifact-root", (folder / "artifacts").as_uri(),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return process, url
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_server(process)
-                raise RuntimeError(f"mlflow server did not start:\n"
-                                   f"{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-
-
-def stop_server(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def facelab(*args: str) -> list[str]:
