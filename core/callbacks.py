@@ -111,7 +111,7 @@ class EpochProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.progress.stop()
         rate = current_learning_rate(self.model.optimizer)
-        line = (f"epoch {epoch + 1}/{self.epochs} {time.perf_counter() - self.started:5.1f} s  "
+        line = (f"epoch {epoch + 1}/{self.epochs} {time.perf_counter() - self.started:.1f} s  "
                 f"{format_logs(logs)}" + (f" | lr {rate:.1e}" if rate is not None else ""))
         self.reporter.console.print(line, markup=False, highlight=False, no_wrap=True,
                                     overflow="ellipsis")
