@@ -7,7 +7,10 @@ Every bad recipe goes through ``facelab validate``: exit 2, one line, no traceba
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -192,3 +195,22 @@ def test_output_folder_stays_inside_output_dir(hostile):
         made = new_output_dir(type(recipe)(**{**recipe.__dict__, "schema": schema}))
         assert made.resolve().parent == (hostile / "out").resolve(), (name, made)
     assert sorted(p.name for p in hostile.iterdir() if p.is_dir()) == ["out"]
+
+
+@pytest.mark.parametrize("name", ["alias bomb", "extends a non-YAML file"])
+def test_hostile_recipes_in_a_real_process(hostile, name):
+    """As a user meets them: `facelab validate` in its own process answers within seconds, with
+    one line, exit 2, no traceback and nothing of another file's content."""
+    text = {"alias bomb": BILLION_LAUGHS,
+            "extends a non-YAML file": "extends: secret.txt\nname: x\n"}[name]
+    (hostile / "hostile.yaml").write_text(text)
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "facelab.cli", "validate", "hostile.yaml"],
+                          cwd=hostile, capture_output=True, text=True, timeout=60, env=env)
+    seconds = time.monotonic() - start
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert seconds < 10, seconds
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert SECRET not in done.stdout + done.stderr

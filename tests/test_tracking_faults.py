@@ -196,3 +196,31 @@ def test_the_ui_server_dies_with_a_sigkilled_facelab_ui(workdir):
             ui.kill()
         if group is not None and _group(group):
             os.killpg(group, signal.SIGKILL)
+
+
+def test_a_sweep_goes_on_when_its_parent_cannot_log(tmp_path, monkeypatch, capsys):
+    """A tracking failure in the sweep's parent run (here: its summary) is one warning line;
+    the sweep finishes and returns every child's result."""
+    from types import SimpleNamespace
+
+    from facelab.plugins.mlflow import sweep as sweeps
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def store_down(*args):
+        raise ConnectionError("the tracking server went away")
+
+    monkeypatch.setattr(sweeps, "_log_summary", store_down)
+    names = []
+
+    def run(recipe, name, tags):
+        names.append(name)
+        return SimpleNamespace(references={}, headline=lambda: {"test/race/accuracy": 0.5})
+
+    result = sweeps.run_sweep([QUICKSTART], ["model.attention.type=none,se"],
+                              [f"data.cache_dir={tmp_path / 'cache'}"], run=run)
+    assert names == ["quickstart[attention=none]", "quickstart[attention=se]"]
+    assert [c.status for c in result.children] == ["FINISHED", "FINISHED"]
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warning) == 1 and "offline for the sweep's parent run" in warning[0], warning

@@ -210,18 +210,19 @@ def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
         from facelab.runner import run_recipe as run
 
     first = recipes[0].schema.tracking
+    tracking.check_store(first.uri)  # before any work: one line naming the store if it is down
     names = list(dict.fromkeys(r.name for r in recipes))
     title = "+".join(names) + " sweep" + (f" {index}/{count}" if count > 1 else "")
-    parent = tracking.start(title, {
+    started = tracking.start(title, {
         "facelab.sweep_id": sid, "facelab.sweep_role": "parent",
         "facelab.sweep_shard": f"{index}/{count}", "facelab.recipe": names[0],
         "facelab.version": _version(), **git_tags(recipe_paths[0])},
         None, first.uri, first.experiment, False)
-    parent_id = parent.info.run_id
-    result = SweepResult(sid, parent_id, [])
+    parent = _Parent(started.info.run_id)
+    result = SweepResult(sid, parent.run_id, [])
     with sigterm_raises():
         try:
-            tracking.log_params({
+            parent.call(tracking.log_params, {
                 "sweep.recipes": ", ".join(str(p) for p in recipe_paths),
                 **{f"sweep.grid.{k}": ",".join(v) for k, v in grid},
                 "sweep.set": " ".join(overrides), "sweep.shard": f"{index}/{count}",
@@ -231,31 +232,64 @@ def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
                 name = combo.label(recipe.name)
                 if on_start:
                     on_start(position, len(mine), name)
-                result.children.append(_run_child(run, recipe, name, combo, sid, parent_id))
-            tracking.log_metrics({"runs_finished": len(result.children) - len(result.failed),
-                                  "runs_failed": len(result.failed)})
-            _log_summary(result, every, grid)
-            comparison.log([(c.name, c.result) for c in result.children
-                            if c.result is not None and hasattr(c.result, "history")])
+                result.children.append(_run_child(run, recipe, name, combo, sid, parent))
+            parent.call(tracking.log_metrics, {
+                "runs_finished": len(result.children) - len(result.failed),
+                "runs_failed": len(result.failed)})
+            parent.call(_log_summary, result, every, grid)
+            parent.call(comparison.log, [(c.name, c.result) for c in result.children
+                                         if c.result is not None and hasattr(c.result, "history")])
         except KeyboardInterrupt:
-            tracking.finish(parent_id, "KILLED", "interrupted (Ctrl-C)", None)
+            parent.call(tracking.finish, parent.run_id, "KILLED", "interrupted (Ctrl-C)", None)
             raise
         except RunTerminated:
-            tracking.finish(parent_id, "KILLED", "terminated (SIGTERM)", None)
+            parent.call(tracking.finish, parent.run_id, "KILLED", "terminated (SIGTERM)", None)
             raise
         except BaseException as exc:
-            tracking.finish(parent_id, "FAILED", f"{type(exc).__name__}: {exc}", None)
+            parent.call(tracking.finish, parent.run_id, "FAILED",
+                        f"{type(exc).__name__}: {exc}", None)
             raise
     if result.failed:
         failed = SweepFailed(result)
-        tracking.finish(parent_id, "FAILED", f"SweepFailed: {failed}", None)
+        parent.call(tracking.finish, parent.run_id, "FAILED", f"SweepFailed: {failed}", None)
         raise failed
-    tracking.finish(parent_id, "FINISHED", None, None)
+    parent.call(tracking.finish, parent.run_id, "FINISHED", None, None)
     return result
 
 
+class _Parent:
+    """The sweep's parent MLflow run. If the store fails, the parent goes offline (one line on
+    stderr) and the sweep goes on: each child keeps what it could not log for `facelab sync`;
+    the parent's summary and comparison are lost."""
+
+    def __init__(self, run_id: str):
+        self.run_id, self.offline = run_id, False
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.offline:
+            return None
+        try:
+            return fn(*args)
+        except FacelabError:
+            raise
+        except Exception as exc:  # a tracking failure (interruptions are not Exceptions)
+            from rich.console import Console
+            from rich.text import Text
+
+            from facelab.plugins.mlflow import pending, tracking
+
+            self.offline = True
+            tracking.detach_active_run(self.run_id)
+            Console(stderr=True, soft_wrap=True).print(Text(
+                f"warning: MLflow tracking offline for the sweep's parent run {self.run_id} "
+                f"({pending.short_error(exc)}); the sweep goes on, its summary and comparison "
+                "are not logged; each child keeps its own (see `facelab sync`)",
+                style="yellow"), highlight=False)
+            return None
+
+
 def _run_child(run: Callable[..., Any], recipe, name: str, combo: Combination, sid: str,
-               parent_id: str) -> ChildResult:
+               parent: _Parent) -> ChildResult:
     """One child run; an ordinary error is recorded, Ctrl-C and SIGTERM propagate."""
     child = ChildResult(combo, name, "FAILED")
     tags = {"facelab.sweep_id": sid, "facelab.sweep_role": "child",
@@ -265,7 +299,7 @@ def _run_child(run: Callable[..., Any], recipe, name: str, combo: Combination, s
         outcome = run(recipe, name=name, tags=tags)
     except Exception as exc:
         child.error = f"{type(exc).__name__}: {exc}"
-        child.run_id = _last_child(parent_id, combo.index)
+        child.run_id = parent.call(_last_child, parent.run_id, combo.index)
     else:
         child.status = "FINISHED"
         child.run_id = outcome.references.get("MLflow run")
