@@ -130,7 +130,7 @@ def _load(recipe: Path, overrides: tuple[str, ...]):
 @click.option("--dry-run", is_flag=True, help="Validate and show the plan; train nothing.")
 def run(recipe: Path | None, overrides: tuple[str, ...], resume: str | None,
         dry_run: bool) -> None:
-    """Run a recipe: data, training, evaluation, report and MLflow run.
+    """Run a recipe: data, training, evaluation, reports and tracking (MLflow, by default).
 
     After every epoch the run keeps a checkpoint in its output folder (train.checkpoints), so
     a stopped run can be continued with --resume.
@@ -160,7 +160,6 @@ def run(recipe: Path | None, overrides: tuple[str, ...], resume: str | None,
 
 def _run_with_progress(resolved, start) -> None:
     from facelab.console import RichProgress
-
     from facelab.signals import stop_on_signals
 
     progress = RichProgress(console)
