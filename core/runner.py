@@ -290,8 +290,3 @@ def _write_summary(model, output: Path) -> None:
     buffer = io.StringIO()
     model.summary(print_fn=lambda line, **_: buffer.write(line + "\n"))
     write_text(output / "model_summary.txt", buffer.getvalue())
-
-
-def sigterm_raises():
-    """Kept for callers of earlier versions: :func:`facelab.signals.stop_on_signals`."""
-    return stop_on_signals()

@@ -196,7 +196,8 @@ def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
     """
     from facelab.plugins.mlflow import comparison, tracking
     from facelab.run import git_tags
-    from facelab.runner import RunTerminated, sigterm_raises
+    from facelab.errors import RunTerminated
+    from facelab.signals import stop_on_signals
 
     if not recipe_paths:
         raise FacelabError("expected at least one recipe")
@@ -220,7 +221,7 @@ def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
         None, first.uri, first.experiment, False)
     parent = _Parent(started.info.run_id)
     result = SweepResult(sid, parent.run_id, [])
-    with sigterm_raises():
+    with stop_on_signals():
         try:
             parent.call(tracking.log_params, {
                 "sweep.recipes": ", ".join(str(p) for p in recipe_paths),
