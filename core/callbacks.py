@@ -38,7 +38,10 @@ class HookCallback(keras.callbacks.Callback):
 class CheckpointCallback(keras.callbacks.Callback):
     """After every epoch, once the observers heard of it and early stopping decided, writes
     ``checkpoints/last.*`` and, on a new lowest validation loss, ``best.*``
-    (:mod:`facelab.checkpoints`). ``resumed`` is the checkpoint a resumed run started from."""
+    (:mod:`facelab.checkpoints`). ``self.model`` is the model ``fit`` trains (with
+    ``train.augment_on: model``, the augmentation layers in front of the network); ``augment``
+    are the augmentation layers, wherever they run, whose random state each checkpoint keeps.
+    ``resumed`` is the checkpoint a resumed run started from."""
 
     def __init__(self, output_dir: Path, augment=(), resumed=None):
         super().__init__()

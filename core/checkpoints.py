@@ -5,7 +5,8 @@
   recipe (path, ``--set`` overrides, resolved YAML and digest), and the run's status: RUNNING
   until the runner marks it FINISHED, FAILED or KILLED (a SIGKILL leaves RUNNING).
 - ``checkpoints/last.keras`` and ``last.json`` after every epoch (``train.checkpoints``): the
-  compiled model (weights and optimizer state) and, as JSON, the epoch, the Keras history so
+  compiled training model (weights and optimizer state; with ``train.augment_on: model`` the
+  augmentation layers in front of the network) and, as JSON, the epoch, the Keras history so
   far, the training seconds, the best validation loss and the random state (Python, NumPy and
   every Keras seed generator of the model and of the augmentation layers).
   ``best.keras`` and ``best.json`` hold the epoch with the lowest validation loss (none without

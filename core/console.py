@@ -14,7 +14,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from facelab.results import RunResult, TaskMetrics
+from facelab.results import Estimate, RunResult, TaskFairness, TaskMetrics, group_label
 from facelab.tables import PlainTable
 
 T = TypeVar("T")
@@ -108,6 +108,10 @@ def print_result(console: Console, result: RunResult) -> None:
     for task, metrics in result.metrics.get("test", {}).items():
         console.print(metrics_table("test", metrics))
         console.print(confusion_table("test", metrics))
+    split = "test" if result.fairness.get("test") else "val"
+    for fairness in result.fairness.get(split, {}).values():
+        for line in fairness_lines(split, fairness):
+            console.print(line, markup=False, highlight=False)
     eff = result.efficiency
     console.print(f"params {eff.total_params:,} ({eff.trainable_params:,} trainable), "
                   f"RAM {eff.ram_mb:.2f} MB, {eff.ms_per_image:.2f} ms/image, "
@@ -116,6 +120,43 @@ def print_result(console: Console, result: RunResult) -> None:
     console.print(f"outputs: {result.output_dir}", markup=False, highlight=False)
     for label, reference in result.references.items():
         console.print(f"{label}: {reference}", markup=False, highlight=False)
+
+
+def _interval(estimate: Estimate) -> str:
+    if estimate.low is None:
+        return ""
+    return f" [{estimate.low:.3f}, {estimate.high:.3f}]"
+
+
+def fairness_lines(split: str, fairness: TaskFairness, shown: int = 3) -> list[str]:
+    """The fairness summary of one task: the worst judged group, the largest gap, and the
+    groups too small to judge (the full table is in ``fairness.json``)."""
+    level = f"{fairness.confidence:.0%} bootstrap intervals, {fairness.resamples} resamples" \
+        if fairness.resamples else "no intervals (evaluate.bootstrap: 0)"
+    lines = [f"{fairness.task} fairness on {split} ({level}; groups over "
+             f"{', '.join(fairness.columns)})"]
+    worst = fairness.worst
+    if worst is None:
+        lines.append(f"  no group has {fairness.min_group_size} samples or more: none ranked")
+    else:
+        lines.append(f"  worst group: {worst.label}: accuracy {worst.accuracy.value:.3f}"
+                     f"{_interval(worst.accuracy)} (n={worst.n}); overall "
+                     f"{fairness.overall.accuracy.value:.3f}{_interval(fairness.overall.accuracy)}")
+    gap = fairness.largest_gap
+    if gap is not None:
+        lines.append(f"  largest gap: {' x '.join(gap.columns)}: {gap.gap.value:.3f}"
+                     f"{_interval(gap.gap)} ({group_label(gap.best)} vs "
+                     f"{group_label(gap.worst)})")
+    small = sorted(fairness.small_groups, key=lambda g: (len(g.columns), -g.n))
+    if small:
+        examples = ", ".join(f"{g.label} (n={g.n})" for g in small[:shown])
+        more = f", {len(small) - shown} more" if len(small) > shown else ""
+        lines.append(f"  too small to judge (n < {fairness.min_group_size}), not ranked: "
+                     f"{len(small)} of {len(fairness.groups)} groups and intersections: "
+                     f"{examples}{more}")
+    for column, reason in fairness.left_out.items():
+        lines.append(f"  column {column} left out: {reason}")
+    return lines
 
 
 def counts_table(counts: dict, tasks: dict) -> list[Table]:

@@ -45,28 +45,33 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, task: Task) -
 def group_accuracy(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, task: Task,
                    columns: list[str], tasks: dict[str, Task], min_size: int = 1) -> GroupMetrics:
     """Accuracy for every combination of the task's true class and ``columns`` (e.g. gender x age
-    group); the result knows its worst group and the gap between the best and the worst."""
+    group); the result knows its worst group and the gap between the best and the worst. Group
+    names are :func:`facelab.fairness.group_values`' (class names, age groups); rows with an
+    unknown value, and columns that cannot make groups, are left out."""
+    from facelab.fairness import group_values, levels
+
     labelled = y_true != NO_LABEL
-    keys = [task.name, *[c for c in columns if c != task.name and c in frame.columns]]
-    values = {task.name: y_true}
-    values.update({c: frame[c].to_numpy() for c in keys[1:]})
+    frame = frame.reset_index(drop=True)
+    names = {task.name: np.array(["", *task.classes], dtype=object)[
+        np.where(labelled, y_true + 1, 0)]}
+    for column in columns:
+        if column != task.name and column in frame.columns:
+            named, _ = group_values(frame, column, tasks)
+            if named is not None:
+                names[column] = named
+    keys = list(names)
+    known = np.logical_and.reduce([names[k] != "" for k in keys])
     correct = y_true == y_pred
     groups = []
-    for combo in product(*(np.unique(values[k][labelled]) for k in keys)):
-        mask = labelled.copy()
+    order = {**tasks, task.name: task}
+    for combo in product(*(levels(names[k][known], k, order) for k in keys)):
+        mask = known.copy()
         for key, value in zip(keys, combo):
-            mask &= values[key] == value
+            mask &= names[key] == value
         n = int(mask.sum())
         if n >= min_size:
-            names = {key: _value_name(key, value, tasks) for key, value in zip(keys, combo)}
-            groups.append(GroupScore(names, n, float(correct[mask].mean())))
+            groups.append(GroupScore(dict(zip(keys, combo)), n, float(correct[mask].mean())))
     return GroupMetrics(tuple(keys), tuple(groups))
-
-
-def _value_name(column: str, value, tasks: dict[str, Task]) -> str:
-    if column in tasks and 0 <= int(value) < tasks[column].num_classes:
-        return tasks[column].classes[int(value)]
-    return str(value.item() if hasattr(value, "item") else value)
 
 
 def device_name() -> str:

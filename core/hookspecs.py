@@ -20,6 +20,9 @@ callback and calls it once per component it provides::
   provides, known without loading data, so ``facelab summary`` can build the model.
 - ``columns`` (datasets only, keyword): the extra columns of its sample table (a list, or
   ``columns(params) -> [name, ...]``), so ``facelab validate`` can check ``evaluate.groups``.
+- ``licence`` and ``citation`` (datasets only, keyword): the data's terms of use and how to cite
+  it (a text, or ``f(params) -> text or None``); every run's ``model_card.md`` shows them, and
+  says "not declared" when a dataset gives none.
 
 Registering a name twice (in one plugin or across plugins) is an error naming both origins.
 """

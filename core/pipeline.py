@@ -17,7 +17,7 @@ from facelab.crops import crop_all
 from facelab.data import NO_LABEL, BalancePlan, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
 from facelab.evaluate import classification_metrics, group_accuracy
-from facelab.inputs import make_dataset
+from facelab.inputs import host_tensor, make_dataset
 from facelab.model import MaskedAccuracy, build_model
 from facelab.recipe import Recipe, build_keras_object
 from facelab.results import DataCounts, StageCounts, TaskMetrics
@@ -145,38 +145,79 @@ def augmentations(recipe: Recipe, ctx: BuildContext) -> list:
 def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext, *,
              augment: list | None = None, first_epoch: int = 0) -> dict:
     """tf.data pipelines for each split; augmentation (default: built from the recipe) on train
-    only; training shuffles as from epoch ``first_epoch`` (0-based; a resumed run's)."""
+    only, and only with ``train.augment_on: pipeline``; training shuffles as from epoch
+    ``first_epoch`` (0-based; a resumed run's)."""
     labels = {task: data.labels(task) for task in recipe.tasks}
-    if augment is None:
+    if recipe.schema.train.augment_on != "pipeline":
+        augment = []  # the training model applies it (build_models)
+    elif augment is None:
         augment = augmentations(recipe, ctx)
     train = recipe.schema.train
+    images = host_tensor(data.images)  # one host copy, shared by the splits' pipelines
     out = {}
     for split in SPLITS:
         if len(data.splits.plans[split]) == 0:
             continue
         is_train = split == "train"
         out[split] = make_dataset(
-            data.images, labels, data.splits.plans[split],
+            images, labels, data.splits.plans[split],
             train.batch_size if is_train else recipe.schema.evaluate.batch_size,
             shuffle=is_train, seed=recipe.schema.seed, augment=augment if is_train else None,
             first_epoch=first_epoch if is_train else 0)
     return out
 
 
-def compile_model(recipe: Recipe, input_shape: tuple[int, ...], tasks: dict[str, Task]
-                  ) -> keras.Model:
+@dataclass(frozen=True)
+class Models:
+    """The network a run keeps and the model it trains.
+
+    ``inference`` is what is evaluated, timed, logged and exported: the recipe's network, with
+    no augmentation. ``training`` is compiled and fitted (and checkpointed): ``inference``
+    itself, or, with ``train.augment_on: model``, the augmentation layers in front of it,
+    sharing its weights.
+    """
+
+    inference: keras.Model
+    training: keras.Model
+
+
+def build_models(recipe: Recipe, input_shape: tuple[int, ...], tasks: dict[str, Task], *,
+                 augment: list = ()) -> Models:
+    """The recipe's network and its compiled training model (``augment``: the augmentation
+    layers, put in front of the network with ``train.augment_on: model``). Build it in the
+    run's ``tf.distribute`` strategy scope to train on several devices."""
     model = build_model(recipe, tuple(input_shape), tasks)
     spec = recipe.loss.build(tasks)
     if spec.prepare_model is not None:
         spec.prepare_model(model)
+    training = model
+    if augment and recipe.schema.train.augment_on == "model":
+        training = augmented(model, augment)
     train = recipe.schema.train
     extra = {}
     if train.schedule is not None:
         extra["learning_rate"] = build_keras_object("schedule", train.schedule, "train.schedule")
     optimizer = build_keras_object("optimizer", train.optimizer, "train.optimizer", **extra)
-    model.compile(optimizer=optimizer, loss=spec.losses, loss_weights=spec.weights,
-                  metrics={task: [MaskedAccuracy(name="accuracy")] for task in recipe.tasks})
-    return model
+    training.compile(optimizer=optimizer, loss=spec.losses, loss_weights=spec.weights,
+                     metrics={task: [MaskedAccuracy(name="accuracy")] for task in recipe.tasks})
+    return Models(model, training)
+
+
+def compile_model(recipe: Recipe, input_shape: tuple[int, ...], tasks: dict[str, Task]
+                  ) -> keras.Model:
+    """The recipe's network, compiled, without augmentation."""
+    return build_models(recipe, input_shape, tasks).training
+
+
+def augmented(model: keras.Model, layers: list) -> keras.Model:
+    """``layers`` in front of ``model``, whose weights it shares: augmentation in the model,
+    on its device, Keras's placement for accelerators. Keras's random augmentation layers pass
+    images through unchanged unless training, so validation sees the images as they are."""
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, model(x), name=f"{model.name}_training")
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -11,10 +11,10 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from facelab.errors import FacelabError, did_you_mean
 from facelab.keras_objects import build_keras_object, check_keras_object
 from facelab.params import Params, field
@@ -158,9 +158,35 @@ class KerasObject(Params):
     type: str = field(..., "Keras class or alias, e.g. adam, sgd, exponential-decay")
 
 
+class DistributeSection(Params):
+    """Training on several devices of one machine (`tf.distribute.MirroredStrategy`): the model
+    is copied to each device, every batch is split among them and their gradients are summed.
+    `train.batch_size` stays the global batch (each device gets its share) and should be a
+    multiple of the number of devices. See [scaling.md](scaling.md#several-gpus-in-one-run)."""
+
+    type: Literal["none", "mirrored"] = field(
+        "none", "none: one device, as TensorFlow picks it; mirrored: every visible GPU (or "
+        "`devices`) in one process")
+    devices: list[str] | None = field(
+        None, "mirrored only: the devices to train on, e.g. [GPU:0, GPU:1] (default: the logical "
+        "CPUs with logical_cpus, else every GPU, else the CPU)", min_length=1)
+    logical_cpus: int | None = field(
+        None, "mirrored only: split the CPU into this many devices (for testing a multi-device "
+        "run without GPUs); TensorFlow must not have started yet", ge=2, le=64)
+
+    @field_validator("devices", "logical_cpus")
+    @classmethod
+    def _mirrored_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("type") != "mirrored":
+            raise ValueError("only used with type: mirrored; set train.distribute.type: "
+                             "mirrored or remove it")
+        return value
+
+
 class TrainSection(Params):
     epochs: int = field(10, "training epochs", ge=1)
-    batch_size: int = field(32, "training batch size", ge=1)
+    batch_size: int = field(32, "training batch size (the global batch: train.distribute "
+                                "splits it among the devices)", ge=1)
     optimizer: KerasObject = field(KerasObject(type="adam"), "a keras.optimizers class and args")
     schedule: KerasObject | None = field(
         None, "a keras.optimizers.schedules class and args; sets the optimizer's learning rate")
@@ -172,6 +198,12 @@ class TrainSection(Params):
     checkpoints: bool = field(
         True, "after every epoch, keep checkpoints/last.* and best.* (lowest validation loss) in "
         "the output folder, so `facelab run --resume` can continue the run")
+    distribute: DistributeSection = field(
+        DistributeSection(), "several devices in one run: {type: none | mirrored, devices, "
+        "logical_cpus}")
+    augment_on: Literal["model", "pipeline"] = field(
+        "model", "where data.augment runs: model (layers in front of the model, on its device, "
+        "training only; never in the exported model) or pipeline (in tf.data, on the CPU)")
 
 
 class EvaluateSection(Params):
@@ -180,6 +212,14 @@ class EvaluateSection(Params):
     timing_batches: int = field(5, "batches timed for ms/image and FPS", ge=1)
     groups: list[str] = field([], "extra columns to report per-group accuracy over, e.g. gender")
     examples: int = field(16, "images per correct/wrong example grid", ge=0)
+    explain: int = field(0, "correct and wrong test images per task to explain with Grad-CAM "
+                            "overlays (explain/ in the outputs); 0: none", ge=0, le=64)
+    bootstrap: int = field(1000, "bootstrap resamples for the 95% intervals of the per-group "
+                           "metrics (0: no intervals)", ge=0, le=100_000)
+    min_group_size: int = field(30, "groups with fewer samples are flagged too small to judge, "
+                                "not ranked", ge=1, le=1_000_000)
+    intersections: int = field(3, "most group columns crossed in one intersection "
+                               "(1: no intersections)", ge=1, le=4)
 
 
 class TrackingSection(Params):

@@ -55,6 +55,15 @@ class Component:
     #: datasets only: ``columns(params) -> [name, ...]``, the extra columns of the sample table
     #: (``age_group``, ...), so ``validate`` can check ``evaluate.groups``; None: not known
     columns: Callable[..., Any] | None = None
+    #: datasets only: ``licence(params)`` and ``citation(params)`` -> text or None, what the
+    #: data's terms of use are and how to cite it (model cards show them); None: not declared
+    licence: Callable[..., str | None] | None = None
+    citation: Callable[..., str | None] | None = None
+
+    def terms(self, params: Params) -> dict[str, str | None]:
+        """The declared ``licence`` and ``citation`` for ``params`` (None: not declared)."""
+        return {"licence": self.licence(params) if self.licence else None,
+                "citation": self.citation(params) if self.citation else None}
 
     @property
     def summary(self) -> str:
@@ -125,6 +134,13 @@ def _nested_model(annotation: Any) -> Any:
     return annotation
 
 
+def _per_params(value: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
+    """A fixed text as ``f(params) -> text``; a callable or None as it is."""
+    if value is None or callable(value):
+        return value
+    return lambda params, fixed=str(value): fixed
+
+
 class Registry:
     """All registered components, by kind and name."""
 
@@ -133,7 +149,9 @@ class Registry:
 
     def add(self, kind: str, name: str, factory: Callable[..., Any], params: type[Params],
             doc: str | None, origin: Origin, tasks: Callable[..., Any] | None = None,
-            columns: Callable[..., Any] | Iterable[str] | None = None) -> None:
+            columns: Callable[..., Any] | Iterable[str] | None = None,
+            licence: Callable[..., str | None] | str | None = None,
+            citation: Callable[..., str | None] | str | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise FacelabError(f"plugin {origin.plugin}: a {kind} name must be a non-empty string")
         if not (isinstance(params, type) and issubclass(params, Params)):
@@ -149,7 +167,8 @@ class Registry:
             fixed = tuple(columns)
             columns = lambda params, fixed=fixed: fixed  # noqa: E731
         self._components[kind][name] = Component(kind, name, factory, params, text, origin, tasks,
-                                                 columns)
+                                                 columns, _per_params(licence),
+                                                 _per_params(citation))
 
     def get(self, kind: str, name: str, where: str | None = None) -> Component:
         if kind not in self._components:

@@ -238,6 +238,190 @@ class TaskMetrics:
 SplitMetrics = dict[str, dict[str, TaskMetrics]]
 
 
+# --------------------------------------------------------------------------------------------
+# Fairness: per-group metrics with bootstrap intervals (computed by facelab.fairness)
+# --------------------------------------------------------------------------------------------
+
+#: The flag of a group too small to judge (fewer samples than ``evaluate.min_group_size``).
+TOO_SMALL = "too small to judge"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A rate, its bootstrap interval (``None`` without resampling) and the samples behind it."""
+
+    value: float
+    low: float | None
+    high: float | None
+    n: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(value: dict[str, Any]) -> Estimate:
+        return Estimate(value["value"], value.get("low"), value.get("high"), value["n"])
+
+
+def group_label(group: dict[str, str]) -> str:
+    """``gender=female x age=20-39``; ``all`` for everyone."""
+    return " x ".join(f"{k}={v}" for k, v in group.items()) or "all"
+
+
+@dataclass(frozen=True)
+class GroupFairness:
+    """One group (``{}`` = everyone): accuracy, and per class the recall (true positive rate)
+    and the false positive rate; ``small``: fewer samples than the minimum, not ranked."""
+
+    group: dict[str, str]
+    accuracy: Estimate
+    recall: dict[str, Estimate]
+    fpr: dict[str, Estimate]
+    small: bool = False
+
+    @property
+    def n(self) -> int:
+        return self.accuracy.n
+
+    @property
+    def label(self) -> str:
+        return group_label(self.group)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.group)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"group": dict(self.group), "n": self.n, "small": self.small,
+                "accuracy": self.accuracy.to_json(),
+                "recall": {c: e.to_json() for c, e in self.recall.items()},
+                "fpr": {c: e.to_json() for c, e in self.fpr.items()}}
+
+    @staticmethod
+    def from_json(value: dict[str, Any]) -> GroupFairness:
+        return GroupFairness(dict(value["group"]), Estimate.from_json(value["accuracy"]),
+                             {c: Estimate.from_json(e) for c, e in value["recall"].items()},
+                             {c: Estimate.from_json(e) for c, e in value["fpr"].items()},
+                             bool(value.get("small", False)))
+
+
+@dataclass(frozen=True)
+class GroupGap:
+    """Best minus worst accuracy among the judged groups of one set of columns."""
+
+    columns: tuple[str, ...]
+    best: dict[str, str]
+    worst: dict[str, str]
+    gap: Estimate
+
+    def to_json(self) -> dict[str, Any]:
+        return {"columns": list(self.columns), "best": dict(self.best),
+                "worst": dict(self.worst), "gap": self.gap.to_json()}
+
+    @staticmethod
+    def from_json(value: dict[str, Any]) -> GroupGap:
+        return GroupGap(tuple(value["columns"]), dict(value["best"]), dict(value["worst"]),
+                        Estimate.from_json(value["gap"]))
+
+
+@dataclass(frozen=True)
+class TaskFairness:
+    """One task on one split: everyone, then every group and intersection of groups.
+
+    ``columns`` are the group columns used (the task's true class first); ``left_out`` the
+    columns that could not be used, with the reason. Groups with fewer than ``min_group_size``
+    samples are flagged :data:`TOO_SMALL` and left out of :attr:`worst` and the gaps.
+    """
+
+    task: str
+    classes: tuple[str, ...]
+    columns: tuple[str, ...]
+    overall: GroupFairness
+    groups: tuple[GroupFairness, ...]
+    gaps: tuple[GroupGap, ...]
+    resamples: int
+    confidence: float
+    min_group_size: int
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def judged(self) -> tuple[GroupFairness, ...]:
+        return tuple(g for g in self.groups if not g.small)
+
+    @property
+    def small_groups(self) -> tuple[GroupFairness, ...]:
+        return tuple(g for g in self.groups if g.small)
+
+    @property
+    def worst(self) -> GroupFairness | None:
+        """The judged group with the lowest accuracy."""
+        return min(self.judged, key=lambda g: g.accuracy.value, default=None)
+
+    @property
+    def largest_gap(self) -> GroupGap | None:
+        return max(self.gaps, key=lambda g: g.gap.value, default=None)
+
+    def rows(self, split: str) -> list[dict[str, Any]]:
+        """One row per group and metric (accuracy, recall, fpr per class), then one per gap:
+        ``split, task, group, metric, class, value, low, high, n, flag``."""
+        worst, largest = self.worst, self.largest_gap
+        out = []
+        for group in (self.overall, *self.groups):
+            flag = TOO_SMALL if group.small else "worst group" if group is worst else ""
+            out.append(_row(split, self.task, group.label, "accuracy", "", group.accuracy, flag))
+            for metric in ("recall", "fpr"):
+                for cls, estimate in getattr(group, metric).items():
+                    small = estimate.n < self.min_group_size
+                    out.append(_row(split, self.task, group.label, metric, cls, estimate,
+                                    TOO_SMALL if small else ""))
+        for gap in self.gaps:
+            out.append(_row(split, self.task, " x ".join(gap.columns), "accuracy_gap",
+                            "", gap.gap, "largest gap" if gap is largest else "",
+                            f"{group_label(gap.best)} vs {group_label(gap.worst)}"))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        worst, largest = self.worst, self.largest_gap
+        return {"task": self.task, "classes": list(self.classes), "columns": list(self.columns),
+                "left_out": dict(self.left_out), "resamples": self.resamples,
+                "confidence": self.confidence, "min_group_size": self.min_group_size,
+                "overall": self.overall.to_json(),
+                "worst": worst.to_json() if worst else None,
+                "largest_gap": largest.to_json() if largest else None,
+                "gaps": [g.to_json() for g in self.gaps],
+                "groups": [g.to_json() for g in self.groups]}
+
+    @staticmethod
+    def from_json(value: dict[str, Any]) -> TaskFairness:
+        return TaskFairness(
+            value["task"], tuple(value["classes"]), tuple(value["columns"]),
+            GroupFairness.from_json(value["overall"]),
+            tuple(GroupFairness.from_json(g) for g in value["groups"]),
+            tuple(GroupGap.from_json(g) for g in value["gaps"]), value["resamples"],
+            value["confidence"], value["min_group_size"], dict(value.get("left_out", {})))
+
+
+def _row(split: str, task: str, group: str, metric: str, cls: str, estimate: Estimate,
+         flag: str, note: str = "") -> dict[str, Any]:
+    return {"split": split, "task": task, "group": group, "metric": metric, "class": cls,
+            "value": estimate.value, "low": estimate.low, "high": estimate.high,
+            "n": estimate.n, "flag": flag, "note": note}
+
+
+#: split -> task -> fairness
+SplitFairness = dict[str, dict[str, TaskFairness]]
+
+
+def fairness_to_json(fairness: SplitFairness) -> dict[str, Any]:
+    return {split: {task: f.to_json() for task, f in tasks.items()}
+            for split, tasks in fairness.items()}
+
+
+def fairness_from_json(value: dict[str, Any]) -> SplitFairness:
+    return {split: {task: TaskFairness.from_json(f) for task, f in tasks.items()}
+            for split, tasks in value.items()}
+
+
 def metrics_to_json(metrics: SplitMetrics) -> dict[str, Any]:
     return {split: {task: m.to_json() for task, m in tasks.items()}
             for split, tasks in metrics.items()}
@@ -268,10 +452,11 @@ class Efficiency:
     images_timed: int
     ms_per_image: float
     fps: float
+    replicas: int = 1  # devices training ran on (train.distribute); 1 in runs before it
 
     #: fields logged as metrics (the rest describe the measurement)
     LOGGED = ("total_params", "trainable_params", "ram_mb", "ms_per_image", "fps",
-              "train_seconds")
+              "train_seconds", "replicas")
 
     def flat(self) -> dict[str, float]:
         return {efficiency_name(k): float(getattr(self, k)) for k in self.LOGGED}
@@ -333,6 +518,7 @@ class RunResult:
     efficiency: Efficiency
     history: dict[str, list[float]]
     references: dict[str, str] = field(default_factory=dict)
+    fairness: SplitFairness = field(default_factory=dict)
 
     @property
     def output_dir(self) -> Path:
@@ -356,4 +542,5 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run.to_json(), "metrics": metrics_to_json(self.metrics),
                 "counts": self.counts.to_json(), "efficiency": self.efficiency.to_json(),
-                "history": self.history, "references": dict(self.references)}
+                "history": self.history, "references": dict(self.references),
+                "fairness": fairness_to_json(self.fairness)}

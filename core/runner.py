@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from facelab import checkpoints, signals
+from facelab import checkpoints, distribute, signals
 from facelab.checkpoints import Checkpoint, StoredRun
 from facelab.context import QuietProgress
 from facelab.errors import RunTerminated
@@ -29,6 +29,8 @@ from facelab.modelspec import model_spec
 from facelab.recipe import Recipe, check_keras_values
 from facelab.signals import stop_on_signals
 from facelab.results import Efficiency, RunResult, metrics_to_json
+from facelab.fairness import split_fairness
+from facelab.results import fairness_to_json
 from facelab.run import Run, new_output_dir, new_run_id, provenance_tags, run_label
 
 
@@ -82,6 +84,7 @@ def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] 
 
     hooks = hooks if hooks is not None else _plugin_hooks()
     progress = progress or QuietProgress()
+    distribute.prepare(recipe)  # logical CPUs: before anything starts TensorFlow's devices
     check_keras_values(recipe)  # a bad optimizer value fails now, not after data preparation
     hooks.run_preflight(recipe=recipe)  # e.g. the tracking store answers, before any work
     with stop_on_signals():  # from here on Ctrl-C / SIGTERM: one stop, its cleanup uncut
@@ -113,6 +116,7 @@ def _prepare_checked(recipe: Recipe, ctx):
     if not early:
         with ctx.progress.phase("checking the model and batch sizes"):
             preflight.check(recipe, data.images.shape[1:], data.tasks)
+    distribute.check_batches(recipe, {s: len(p) for s, p in data.splits.plans.items()})
     return data
 
 
@@ -129,6 +133,7 @@ def resume_run(stored: StoredRun, *, progress=None, callbacks=(), hooks=None) ->
     recipe = stored.recipe
     with stop_on_signals(), checkpoints.hold(stored.folder):
         checkpoints.check_resumable(checkpoints.read_run(stored.folder))  # now that we hold it
+        distribute.prepare(recipe)
         check_keras_values(recipe)
         hooks.run_preflight(recipe=recipe)
         set_seed(recipe.schema.seed)
@@ -207,29 +212,38 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
     write_json(output / "data_counts.json", data.counts.to_json())
     write_json(output / MODEL_SPEC_FILE,
                model_spec(recipe, data.tasks, data.images.shape[1:]).to_json())
-    with ctx.progress.phase("building the model"):
+    strategy = distribute.strategy(recipe)
+    with ctx.progress.phase("building the model"), strategy.scope():
         augment = pipeline.augmentations(recipe, ctx)
         sets = pipeline.datasets(recipe, data, ctx, augment=augment,
                                  first_epoch=run.resumed_from_epoch or 0)
-        model = pipeline.compile_model(recipe, data.images.shape[1:], data.tasks)
-        _write_summary(model, output)
+        models = pipeline.build_models(recipe, data.images.shape[1:], data.tasks,
+                                       augment=augment)
+        _write_summary(models.inference, output)
         if checkpoint is not None:
-            checkpoints.restore(model, checkpoint, augment)
+            checkpoints.restore(models.training, checkpoint, augment)
+    if recipe.schema.train.distribute.type != "none":
+        ctx.progress.log(f"training on {distribute.describe(strategy)}, global batch "
+                         f"{recipe.schema.train.batch_size}")
     keep = [CheckpointCallback(output, augment, checkpoint)] \
         if recipe.schema.train.checkpoints else []
     epochs = HookCallback(hooks, run, recipe.tasks)
-    history, train_seconds = _train(recipe, model, sets, [*callbacks, epochs], keep, checkpoint,
-                                    output)
+    history, train_seconds = _train(recipe, models.training, sets, [*callbacks, epochs], keep,
+                                    checkpoint, output)
+    model = distribute.single_device(models.inference, recipe)
     write_json(output / "history.json", history)
     with ctx.progress.phase("evaluating"):
         probs = {split: pipeline.predict(model, sets[split])
                  for split in ("val", "test") if split in sets}
         metrics = {split: pipeline.evaluate_split(recipe, data, split, p)
                    for split, p in probs.items()}
-        efficiency = _efficiency(recipe, model, data, train_seconds)
+        efficiency = _efficiency(recipe, model, data, train_seconds,
+                                 strategy.num_replicas_in_sync)
+        fairness = {split: split_fairness(recipe, data, split, p) for split, p in probs.items()}
     write_json(output / "metrics.json", metrics_to_json(metrics))
     write_json(output / "efficiency.json", efficiency.to_json())
-    result = RunResult(run, metrics, data.counts, efficiency, history, references)
+    write_json(output / "fairness.json", fairness_to_json(fairness))
+    result = RunResult(run, metrics, data.counts, efficiency, history, references, fairness)
     return result, RunOutputs(model, data, probs)
 
 
@@ -261,7 +275,8 @@ def _train(recipe: Recipe, model, sets: dict, callbacks: list, after: list,
     return history, seconds
 
 
-def _efficiency(recipe: Recipe, model, data, train_seconds: float) -> Efficiency:
+def _efficiency(recipe: Recipe, model, data, train_seconds: float, replicas: int
+                ) -> Efficiency:
     from facelab.evaluate import device_name, inference_speed
     from facelab.model import parameter_counts, ram_mb
 
@@ -276,7 +291,8 @@ def _efficiency(recipe: Recipe, model, data, train_seconds: float) -> Efficiency
                       non_trainable_params=counts["non_trainable"],
                       ram_mb=ram_mb(counts["total"]), train_seconds=train_seconds,
                       epochs=recipe.schema.train.epochs,
-                      train_samples=len(data.splits.plans["train"]), **speed)
+                      train_samples=len(data.splits.plans["train"]), replicas=replicas,
+                      **speed)
 
 
 def _write_recipe(recipe: Recipe, output: Path) -> None:

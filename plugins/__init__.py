@@ -33,4 +33,9 @@ BUILTIN: tuple[str, ...] = (
     "facelab.plugins.papers",
     "facelab.plugins.deploy",
     "facelab.plugins.mlflow",
+    "facelab.plugins.detectors.haar",
+    "facelab.plugins.responsible.sensitivity",
+    "facelab.plugins.bench",
+    "facelab.plugins.responsible.explain",
+    "facelab.plugins.responsible.model_card",
 )

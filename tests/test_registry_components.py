@@ -49,6 +49,7 @@ EXAMPLE_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
     ("backbone", "mbknet"): {"filters": [[4], [4], [8], [8]]},
     ("detector", "mtcnn"): {"size": [24, 24], "min_face_size": 12, "batch_size": 2},
     ("detector", "none"): {"size": [24, 24]},
+    ("detector", "haar"): {"size": [24, 24], "min_face_size": 8},
     ("balancer", "smote"): {"k_neighbors": 2},
     ("head", "multitask"): {"units": [8, 8]},
     ("head", "classification"): {"hidden": [8], "dropout": 0.2},

@@ -199,6 +199,7 @@ def test_a_sweep_goes_on_when_its_parent_cannot_log(tmp_path, monkeypatch, capsy
     the sweep finishes and returns every child's result."""
     from types import SimpleNamespace
 
+    from facelab.plugins.mlflow import study as studies
     from facelab.plugins.mlflow import sweep as sweeps
 
     monkeypatch.chdir(tmp_path)
@@ -207,16 +208,17 @@ def test_a_sweep_goes_on_when_its_parent_cannot_log(tmp_path, monkeypatch, capsy
     def store_down(*args):
         raise ConnectionError("the tracking server went away")
 
-    monkeypatch.setattr(sweeps, "_log_summary", store_down)
+    monkeypatch.setattr(studies, "_log_summary", store_down)
     names = []
 
-    def run(recipe, name, tags):
+    def run(recipe, name, tags, callbacks):
         names.append(name)
-        return SimpleNamespace(references={}, headline=lambda: {"test/race/accuracy": 0.5})
+        return SimpleNamespace(references={}, final_metrics=lambda: {"test/race/accuracy": 0.5})
 
-    result = sweeps.run_sweep([QUICKSTART], ["model.attention.type=none,se"],
-                              [f"data.cache_dir={tmp_path / 'cache'}"], run=run)
+    result = studies.run_study(sweeps.sweep_from_grid(
+        [QUICKSTART], ["model.attention.type=none,se"], [f"data.cache_dir={tmp_path / 'cache'}"]),
+        run=run)
     assert names == ["quickstart[attention=none]", "quickstart[attention=se]"]
-    assert [c.status for c in result.children] == ["FINISHED", "FINISHED"]
+    assert [t.state for t in result.trials] == ["COMPLETE", "COMPLETE"]
     warning = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(warning) == 1 and "offline for the sweep's parent run" in warning[0], warning

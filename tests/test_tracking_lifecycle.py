@@ -1,5 +1,5 @@
 """Run lifecycle (FAILED / KILLED, never RUNNING; nothing before validation), sweeps (parent
-and children, shards, validation first), system metrics, ``facelab ui`` and CLI errors."""
+and children, validation first), system metrics, ``facelab ui`` and CLI errors."""
 
 from __future__ import annotations
 
@@ -115,25 +115,24 @@ def test_validation_errors_create_no_run(workdir, cli_runner, shared_cache):
     assert not Path("mlflow.db").exists()
 
 
-def test_grid_parsing_and_shards():
+def test_grid_parsing_and_points():
     assert sweeps.split_values("none,cbam") == ["none", "cbam"]
     assert sweeps.split_values("[24,24],[48,48]") == ["[24,24]", "[48,48]"]
     assert sweeps.split_values("{type: smote, k_neighbors: 3},'a,b'") == [
         "{type: smote, k_neighbors: 3}", "'a,b'"]
-    grid = sweeps.parse_grid(["model.attention.type=none,cbam,se", "train.epochs=1,2"])
-    combos = sweeps.combinations([Path("a.yaml"), Path("b.yaml")], grid)
-    assert len(combos) == 12
-    assert combos[1].overrides == ("model.attention.type=none", "train.epochs=2")
-    assert combos[6].recipe_path == Path("b.yaml")
-    assert combos[1].label("quickstart") == "quickstart[attention=none,epochs=2]"
-    shards = [sweeps.shard(combos, i, 3) for i in (1, 2, 3)]
-    assert sorted(c.index for s in shards for c in s) == list(range(12))
-    assert [c.index for c in shards[1]] == [1, 4, 7, 10]
-    assert sweeps.sweep_id([Path("/x/a.yaml")], grid, ()) == \
-        sweeps.sweep_id([Path("/y/a.yaml")], grid, ())
-    for bad in ("0/2", "3/2", "x", "1/0"):
-        with pytest.raises(FacelabError, match="--shard"):
-            sweeps.parse_shard(bad)
+    sweep = sweeps.sweep_from_grid([Path("a.yaml"), Path("b.yaml")],
+                                   ["model.attention.type=none,cbam,se", "train.epochs=1,2"])
+    points = sweep.grid()
+    assert len(points) == 12  # recipes first, the last grid key varying fastest
+    assert sweep.point_overrides(points[1]) == ["model.attention.type=none", "train.epochs=2"]
+    assert sweep.recipe_path(points[6]) == Path("b.yaml")
+    assert sweep.label("quickstart", points[1]) == "quickstart[attention=none,epochs=2]"
+    moved = sweeps.sweep_from_grid([Path("/x/a.yaml"), Path("/x/b.yaml")],
+                                   ["model.attention.type=none,cbam,se", "train.epochs=1,2"])
+    assert sweep.digest() == moved.digest()  # the same sweep on another machine
+    assert sweeps.override_text({"type": "smote", "k_neighbors": 3}) == \
+        "{type: smote, k_neighbors: 3}"
+    assert sweeps.override_text("yes") == "'yes'" and sweeps.override_text([48, 48]) == "[48, 48]"
     for bad in (["model.attention.type"], ["k=a,,b"], ["k=a,a"], ["k=a", "k=b"]):
         with pytest.raises(FacelabError, match="--grid"):
             sweeps.parse_grid(bad)
@@ -144,16 +143,16 @@ def test_sweep_validates_every_combination_before_running(workdir, cli_runner, s
                                      "--grid", "model.attention.type=none,cbm",
                                      "--set", f"data.cache_dir={shared_cache}"])
     assert result.exit_code == 2
-    assert "combination 1" in result.output and "did you mean 'cbam'" in result.output
+    assert "point 1" in result.output and "did you mean 'cbam'" in result.output
     assert not Path("mlflow.db").exists()
     result = cli_runner.invoke(cli, ["sweep", str(QUICKSTART), "--grid",
                                      "tracking.experiment=a,b"])
     assert result.exit_code == 2 and "tracking.experiment" in result.output
     result = cli_runner.invoke(cli, ["sweep", str(QUICKSTART), "--grid",
-                                     "model.attention.type=none,cbam,se", "--shard", "2/2",
-                                     "--dry-run"], terminal_width=200)
+                                     "model.attention.type=none,cbam,se", "--dry-run"],
+                               terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "3 combinations" in result.output
+    assert "3 grid points, all valid" in result.output
     # child run names hold square brackets; they print as they are, not as rich markup
     assert "quickstart[attention=se]" in result.output
     assert not Path("mlflow.db").exists()
@@ -177,7 +176,7 @@ def test_sweep_runs_children_under_one_parent(workdir, cli_runner, shared_cache,
                       key=lambda r: int(r.data.tags["facelab.sweep_index"]))
     assert parent.info.status == "FINISHED"
     assert parent.data.params["sweep.grid.model.attention.type"] == "none,se"
-    assert parent.data.metrics["runs_finished"] == 2
+    assert parent.data.metrics["trials_complete"] == 2
     assert [c.info.run_name for c in children] == ["quickstart[attention=none]",
                                                    "quickstart[attention=se]"]
     for child, attention in zip(children, ("none", "se")):
@@ -197,9 +196,10 @@ def test_sweep_runs_children_under_one_parent(workdir, cli_runner, shared_cache,
     accuracies = [row["test/race/accuracy"] for row in rows]
     assert len(rows) == 2 and accuracies == sorted(accuracies, reverse=True), rows
     assert {row["run"] for row in rows} == {c.info.run_name for c in children}
-    summary = Path(client.download_artifacts(parent.info.run_id, "sweep/sweep.json", "."))
-    rows = json.loads(summary.read_text())["runs"]
+    summary = Path(client.download_artifacts(parent.info.run_id, "sweep/study.json", "."))
+    rows = sorted(json.loads(summary.read_text())["trials"], key=lambda r: r["slot"])
     assert [r["run_id"] for r in rows] == [c.info.run_id for c in children]
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
     # `facelab runs --sweep` finds the sweep's runs
     result = cli_runner.invoke(cli, ["runs", "--sweep", parent.data.tags["facelab.sweep_id"],
                                      "--json"])
@@ -208,24 +208,28 @@ def test_sweep_runs_children_under_one_parent(workdir, cli_runner, shared_cache,
 
 
 def test_a_failing_child_is_recorded_and_the_sweep_goes_on(workdir, shared_cache, monkeypatch):
+    from facelab.plugins.mlflow import study as studies
+
     calls = []
 
-    def run(recipe, name, tags):
+    def run(recipe, name, tags, callbacks):
         calls.append(name)
         if "cbam" in name:
             raise RuntimeError("child exploded")
-        return SimpleNamespace(references={}, headline=lambda: {})
+        return SimpleNamespace(references={}, final_metrics=lambda: {"test/race/accuracy": 0.5})
 
-    with pytest.raises(sweeps.SweepFailed) as info:
-        sweeps.run_sweep([QUICKSTART], ["model.attention.type=cbam,none"],
-                         [f"data.cache_dir={shared_cache}"], run=run)
+    sweep = sweeps.sweep_from_grid([QUICKSTART], ["model.attention.type=cbam,none"],
+                                   [f"data.cache_dir={shared_cache}"])
+    with pytest.raises(studies.SweepFailed) as info:
+        studies.run_study(sweep, run=run)
     assert calls == ["quickstart[attention=cbam]", "quickstart[attention=none]"]
     result = info.value.result
-    assert [c.status for c in result.children] == ["FAILED", "FINISHED"]
-    assert "child exploded" in result.children[0].error
+    assert {t.name: t.state for t in result.trials} == {
+        "quickstart[attention=cbam]": "FAIL", "quickstart[attention=none]": "COMPLETE"}
+    assert "child exploded" in result.failed[0].error
     (parent,) = all_runs(store())
     assert parent.info.status == "FAILED"
-    assert "1 of 2 runs failed" in parent.data.tags["facelab.error"]
+    assert "1 of 2 trials failed" in parent.data.tags["facelab.error"]
 
 
 def test_reading_commands_need_a_store(workdir, cli_runner):

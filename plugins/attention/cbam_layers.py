@@ -42,14 +42,25 @@ class CBAM(keras.layers.Layer):
         self.spatial_conv.build((*input_shape[:-1], 2))
 
     def call(self, inputs):
+        x = self._channel_refined(inputs)
+        return x * self._spatial_map(x)
+
+    def spatial_attention(self, inputs):
+        """The spatial attention map (batch, H, W, 1), in 0-1, that ``call`` multiplies the
+        channel-refined features by, for the layer's input feature map ``inputs``."""
+        return self._spatial_map(self._channel_refined(inputs))
+
+    def _channel_refined(self, inputs):
         avg = ops.mean(inputs, axis=(1, 2))
         peak = ops.max(inputs, axis=(1, 2))
         channel = ops.sigmoid(self.mlp_out(self.mlp_hidden(avg))
                               + self.mlp_out(self.mlp_hidden(peak)))
-        x = inputs * channel[:, None, None, :]
+        return inputs * channel[:, None, None, :]
+
+    def _spatial_map(self, x):
         pooled = ops.concatenate([ops.mean(x, axis=-1, keepdims=True),
                                   ops.max(x, axis=-1, keepdims=True)], axis=-1)
-        return x * self.spatial_conv(pooled)
+        return self.spatial_conv(pooled)
 
     def compute_output_shape(self, input_shape):
         return input_shape

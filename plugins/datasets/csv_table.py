@@ -16,6 +16,7 @@ import facelab
 from facelab.data import NO_LABEL, SPLIT_COLUMN, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
 from facelab.images import image_problem
+from facelab.plugins.datasets import DECLARED_TERMS, terms_field
 
 #: Skip reasons counted in ``SampleTable.skipped`` (plus ``<task>: value ... not in classes``).
 NO_PATH = "empty image path"
@@ -100,6 +101,8 @@ class CsvParams(facelab.Params):
         {}, "raw value of split_column -> train, val, test or null (not predefined)")
     delimiter: str = facelab.field(",", 'field separator of the files ("\\t" for TSV)',
                                    min_length=1, max_length=1)
+    licence: str | None = terms_field("licence or terms of use")
+    citation: str | None = terms_field("citation")
 
     @field_validator("tables", mode="before")
     @classmethod
@@ -294,5 +297,5 @@ def build(params: CsvParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("csv", build, CsvParams, tasks=csv_tasks)
+    register("csv", build, CsvParams, tasks=csv_tasks, **DECLARED_TERMS)
 

@@ -11,6 +11,7 @@ import facelab
 from facelab.data import SPLIT_COLUMN, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
 from facelab.images import IMAGE_SUFFIXES, image_problem
+from facelab.plugins.datasets import DECLARED_TERMS, terms_field
 
 #: Skip reasons counted in ``SampleTable.skipped``.
 NOT_IMAGE = "not an image file (suffix not .jpg/.jpeg/.png/.bmp/.webp)"
@@ -30,6 +31,8 @@ class FolderParams(facelab.Params):
         None, "which sub-folders are classes, in label order (default: every sub-folder, sorted)",
         min_length=2)
     recursive: bool = facelab.field(False, "also read images in folders nested in a class folder")
+    licence: str | None = terms_field("licence or terms of use")
+    citation: str | None = terms_field("citation")
 
     @field_validator("task")
     @classmethod
@@ -161,4 +164,4 @@ def build(params: FolderParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("folder", build, FolderParams, tasks=folder_tasks, columns=())
+    register("folder", build, FolderParams, tasks=folder_tasks, columns=(), **DECLARED_TERMS)

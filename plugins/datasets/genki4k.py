@@ -106,4 +106,8 @@ def build(params: Genki4kParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("genki4k", build, Genki4kParams, tasks=tasks, columns=POSE_COLUMNS)
+    register("genki4k", build, Genki4kParams, tasks=tasks, columns=POSE_COLUMNS,
+             licence="research use under the terms of the MPLab (UCSD) GENKI release: read its "
+                     "README before use; the images come from the Internet and their "
+                     "copyrights stay with their owners",
+             citation="The MPLab GENKI Database, GENKI-4K Subset. http://mplab.ucsd.edu")

@@ -202,4 +202,8 @@ def build(params: ImdbWikiParams, ctx) -> SampleTable:
 
 @facelab.hookimpl
 def register_datasets(register):
-    register("imdb-wiki", build, ImdbWikiParams, tasks=tasks, columns=("age_years", "face_score"))
+    register("imdb-wiki", build, ImdbWikiParams, tasks=tasks, columns=("age_years", "face_score"),
+             licence="non-commercial (academic) research purposes only (IMDB-WIKI's terms); the "
+                     "images' copyrights stay with their owners",
+             citation="Rothe, R., Timofte, R., Van Gool, L.: Deep expectation of real and "
+                      "apparent age from a single image without facial landmarks. IJCV 2018")

@@ -86,6 +86,12 @@ AGE_BINS = [0, 20, 40, 60, 200]
 #: Extra columns of the sample table, for ``evaluate.groups``.
 EXTRA_COLUMNS = ("age", "age_group")
 
+#: UTKFace's terms (its web page) and the paper to cite.
+LICENCE = ("non-commercial research purposes only (UTKFace's terms); the images' copyrights "
+           "stay with their owners")
+CITATION = ("Zhang, Z., Song, Y., Qi, H.: Age Progression/Regression by Conditional Adversarial "
+            "Autoencoder. CVPR 2017")
+
 
 def check_races(classes: list[str]) -> list[str]:
     """Every class is a UTKFace race (a ValueError naming the closest otherwise)."""
@@ -121,4 +127,4 @@ def build(params: UtkfaceParams, ctx) -> SampleTable:
 @facelab.hookimpl
 def register_datasets(register):
     register("utkface", build, UtkfaceParams, tasks=lambda params: utkface_tasks(params.classes),
-             columns=EXTRA_COLUMNS)
+             columns=EXTRA_COLUMNS, licence=LICENCE, citation=CITATION)

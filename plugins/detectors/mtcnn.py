@@ -12,20 +12,12 @@ from PIL import Image
 
 import facelab
 from facelab.data import Detection
-from facelab.images import ColourMode, channels, resize, to_colour
-
-FACE = "face"
-KEPT = "no face: whole image kept"
-DROPPED = "no face: dropped"
+from facelab.images import channels
+from facelab.plugins.detectors.face_crop import (  # noqa: F401 (statuses, named by callers)
+    DROPPED, FACE, KEPT, FaceCropParams, face_detection, no_face)
 
 
-class MtcnnParams(facelab.Params):
-    size: tuple[int, int] = facelab.field((224, 224), "output (height, width) in pixels")
-    colour: ColourMode = facelab.field("rgb", "output colour mode: rgb or grey")
-    margin: float = facelab.field(
-        0.1, "border added on each side of the box, as a fraction of its width/height", ge=0, le=2)
-    square: bool = facelab.field(
-        True, "grow the box's shorter side to make it square, so resizing does not distort")
+class MtcnnParams(FaceCropParams):
     min_confidence: float = facelab.field(
         0.9, "faces detected with a lower confidence are ignored", ge=0, le=1)
     min_face_size: int = facelab.field(20, "smallest face side MTCNN looks for, in pixels", ge=4)
@@ -33,8 +25,6 @@ class MtcnnParams(facelab.Params):
         "confidence", "which face to keep when there are several: most confident or largest box")
     align: bool = facelab.field(
         False, "rotate the image about the eyes so the eye line is level before cropping")
-    no_face: Literal["keep", "drop"] = facelab.field(
-        "keep", "images without a face: keep the whole image resized, or drop them")
     batch_size: int = facelab.field(
         32, "same-size images per MTCNN call (batches are faster; results do not change)", ge=1)
 
@@ -74,7 +64,7 @@ class MtcnnDetector:
         (faces,) = self._detector().detect_faces([image], min_face_size=self.params.min_face_size)
         faces = self._confident(faces)
         if not faces:
-            whole = self._no_face(image)
+            whole = no_face(image, self.params)
             return [] if whole.crop is None else [whole]
         faces.sort(key=lambda f: -f["confidence"])
         return [self._crop(image, face) for face in faces]
@@ -82,19 +72,11 @@ class MtcnnDetector:
     def _confident(self, faces: list[dict]) -> list[dict]:
         return [f for f in faces if f["confidence"] >= self.params.min_confidence]
 
-    def _no_face(self, image: np.ndarray) -> Detection:
-        p = self.params
-        if p.no_face == "drop":
-            return Detection(None, DROPPED)
-        height, width = image.shape[:2]
-        return Detection(to_colour(resize(image, p.size), p.colour), KEPT,
-                         box=(0, 0, width, height))
-
     def _best(self, image: np.ndarray, faces: list[dict]) -> Detection:
         """The training crop: the most confident (or largest) face, else the no-face rule."""
         faces = self._confident(faces)
         if not faces:
-            return self._no_face(image)
+            return no_face(image, self.params)
         if self.params.pick == "largest":
             face = max(faces, key=lambda f: f["box"][2] * f["box"][3])
         else:
@@ -102,24 +84,13 @@ class MtcnnDetector:
         return self._crop(image, face)
 
     def _crop(self, image: np.ndarray, face: dict) -> Detection:
-        """One face: margin, square, optional eye levelling, resize, colour mode."""
-        p = self.params
-        x, y, w, h = (float(v) for v in face["box"])
-        box = (int(round(x)), int(round(y)), int(round(w)), int(round(h)))
-        cx, cy = x + w / 2, y + h / 2
-        if p.align:
-            image, (cx, cy) = level_eyes(image, face["keypoints"], (cx, cy))
-        w, h = w * (1 + 2 * p.margin), h * (1 + 2 * p.margin)
-        if p.square:
-            w = h = max(w, h)
-        height, width = image.shape[:2]
-        left, top = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
-        right, bottom = min(width, round(cx + w / 2)), min(height, round(cy + h / 2))
-        crop = image[top:bottom, left:right]
-        if crop.size == 0:  # a degenerate box; never seen, but never return an empty crop
-            crop = image
-        return Detection(to_colour(resize(np.ascontiguousarray(crop), p.size), p.colour), FACE,
-                         box=box, confidence=float(face["confidence"]))
+        """One face: optional eye levelling, then the shared crop (margin, square, resize,
+        colour mode)."""
+        levelled = None
+        if self.params.align:
+            x, y, w, h = (float(v) for v in face["box"])
+            levelled = level_eyes(image, face["keypoints"], (x + w / 2, y + h / 2))
+        return face_detection(image, face["box"], face["confidence"], self.params, levelled)
 
 
 def eye_angle(keypoints: dict) -> float:

@@ -5,7 +5,10 @@ through the lifecycle hooks (``run_started``, ``epoch_ended``, ``run_finished``,
 ``run_failed``; a store failing mid-run never fails the run: what MLflow misses goes to the
 run's ``mlflow_pending/`` folder, for ``facelab sync``), reopens the MLflow run of a resumed
 run, finds a run's output folder for ``facelab run --resume`` (``find_run_output``) and adds
-``facelab runs``, ``compare``, ``ui``, ``sweep`` and ``sync``.
+``facelab runs``, ``compare``, ``ui``, ``sweep`` and ``sync``. ``facelab sweep`` runs a sweep
+file or a ``--grid`` as an Optuna study (``sweep.py``: the sweep file; ``study.py``: the
+workers sharing one storage, heartbeats and retries; ``pruning.py``: the per-epoch report;
+``comparison.py``: the parent run's figures), each trial a child run of one parent run.
 Set ``tracking.enabled: false`` in a recipe, or ``FACELAB_DISABLE_PLUGINS=mlflow``, and runs
 still train, evaluate and write their outputs, with nothing sent to MLflow. MLflow is imported
 only when a run is tracked or a command reads the store.

@@ -36,49 +36,74 @@ def _num(value) -> str:
 
 
 @click.command()
-@click.argument("recipes", nargs=-1, required=True,
+@click.argument("sources", nargs=-1, required=True, metavar="SWEEP_FILE | RECIPE...",
                 type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
-              help="A recipe key and the values to try (commas inside [...] do not split). "
-                   "Repeatable; every combination runs.")
+              help="With recipes: a recipe key and the values to try (commas inside [...] do "
+                   "not split). Repeatable; every combination runs once.")
 @SET
-@click.option("--shard", metavar="I/N", help="Run only shard I of N (1-based): combinations "
-              "k with k % N == I-1, for machines sharing one tracking server.")
-@click.option("--dry-run", is_flag=True, help="Validate every combination and list them; "
-              "train nothing.")
-def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str, ...],
-          shard: str | None, dry_run: bool) -> None:
-    """Run every combination of RECIPES x --grid values as child runs of one MLflow parent run.
+@click.option("--storage", metavar="URL", help="Optuna storage every worker shares, e.g. "
+              "postgresql+psycopg2://user:password@host/db (default: the sweep file's, else "
+              "optuna.db beside the MLflow store).")
+@click.option("--study", "study_name", metavar="NAME", help="Study name; workers giving the "
+              "same storage and name share one study (default: the sweep's name and hash).")
+@click.option("--heartbeat", type=click.IntRange(1, 86_400), metavar="SECONDS",
+              help="Seconds between a running trial's heartbeats (default 60).")
+@click.option("--grace", type=click.IntRange(1, 864_000), metavar="SECONDS",
+              help="Seconds without a heartbeat before a trial is failed and retried by a live "
+                   "worker (default 180).")
+@click.option("--shard", metavar="I/N", hidden=True)
+@click.option("--dry-run", is_flag=True, help="Validate the sweep and list its trials (a grid's "
+              "every point); train nothing.")
+def sweep(sources: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str, ...],
+          storage: str | None, study_name: str | None, heartbeat: int | None,
+          grace: int | None, shard: str | None, dry_run: bool) -> None:
+    """Run a sweep as an Optuna study: each trial a child run of one MLflow parent run.
 
-    Every combination is validated before any run starts. --set applies to all of them, under
-    the grid's values. A failing child is recorded and the sweep goes on (exit code 1 at the
-    end); Ctrl-C or SIGTERM stops it, ending the runs KILLED.
+    SWEEP_FILE (`kind: sweep`, see recipes/sweeps/) gives the recipe, the space, the sampler
+    (grid, random, tpe), the trials, the objective and a pruner. Or give RECIPES and --grid
+    values: a grid over every combination. Run the same command on other machines with the
+    same --storage (and --study) and they share the study: every trial runs once; a worker
+    that dies has its trial retried by another after --grace seconds. --set applies to every
+    trial, under its values. A failing trial is recorded and the sweep goes on (exit code 1 at
+    the end); Ctrl-C or SIGTERM stops this worker, and its trial goes back to the queue.
 
     \b
     Examples:
+      facelab sweep recipes/sweeps/quickstart-lr.yaml
       facelab sweep recipes/quickstart.yaml --grid model.attention.type=none,cbam \\
-          --grid data.balancer.type=none,oversample --set train.epochs=3
-      facelab sweep recipes/race-2025/base.yaml recipes/race-2025/bd.yaml \\
-          recipes/race-2025/bd-am.yaml --shard 1/3
+          --grid data.balancer.type=none,random-oversample --set train.epochs=3
+      facelab sweep recipes/sweeps/race-ablation.yaml \\
+          --storage postgresql+psycopg2://facelab:secret@db-host/optuna   # on every machine
     """
-    from facelab.plugins.mlflow import store
+    from dataclasses import replace
+
+    from facelab.plugins.mlflow import study as studies
     from facelab.plugins.mlflow import sweep as sweeps
 
+    if shard is not None:
+        raise FacelabError(f"--shard {shard}: shards are replaced by shared studies; run the "
+                           "same command on every machine with the same --storage URL and "
+                           "they share the trials (docs/scaling.md)")
+    studies.require_optuna()
+    if len(sources) == 1 and sweeps.is_sweep_file(sources[0]):
+        if grid:
+            raise FacelabError(f"--grid with the sweep file {sources[0]}: put the values under "
+                               "its space:")
+        spec = sweeps.load_sweep_file(sources[0], overrides)
+    else:
+        spec = sweeps.sweep_from_grid(sources, grid, overrides)
+    if heartbeat is not None or grace is not None:
+        from facelab.registry import validate_params
+
+        values = {**spec.heartbeat.model_dump(),
+                  **({"interval": heartbeat} if heartbeat is not None else {}),
+                  **({"grace": grace} if grace is not None else {})}
+        spec = replace(spec, heartbeat=validate_params(sweeps.Heartbeat, values,
+                                                       "--heartbeat/--grace"))
+    spec = replace(spec, storage=storage or spec.storage, study=study_name or spec.study)
     if dry_run:
-        parsed = sweeps.parse_grid(grid)
-        every = sweeps.combinations(recipes, parsed)
-        index, count = sweeps.parse_shard(shard)
-        loaded = sweeps.validate(every, overrides)
-        mine = {c.index for c in sweeps.shard(every, index, count)}
-        sweep_id = sweeps.sweep_id(recipes, parsed, overrides)
-        table = PlainTable(title=f"sweep {sweep_id}: {len(every)} combinations, all valid "
-                                 "(--dry-run)")
-        for column in ("#", "run name", "recipe", f"shard {index}/{count}"):
-            table.add_column(column, overflow="fold")
-        for combo, recipe in zip(every, loaded):
-            table.add_row(str(combo.index), combo.label(recipe.name), str(combo.recipe_path),
-                          "yes" if combo.index in mine else "")
-        console.print(table)
+        _dry_run(spec)
         return
     from facelab.console import RichProgress
 
@@ -88,35 +113,66 @@ def sweep(recipes: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
     from facelab.callbacks import EpochProgress
     from facelab.runner import run_recipe
 
-    def run_one(recipe, name, tags):
-        return run_recipe(recipe, name=name, tags=tags, progress=progress,
-                          callbacks=[EpochProgress(progress, recipe.schema.train.epochs)])
+    def run_one(recipe, name, tags, callbacks):
+        return run_recipe(recipe, name=name, tags=tags, progress=progress, callbacks=callbacks)
 
-    def on_start(position, total, name):
-        console.rule(Text.assemble((f"{position}/{total}", "bold"), f" {name}"))
+    def epoch_lines(recipe):
+        return [EpochProgress(progress, recipe.schema.train.epochs)]
+
+    def on_start(number, size, name):
+        console.rule(Text.assemble((f"trial {number}", "bold"), f" of {size}: {name}"))
 
     try:
-        result = sweeps.run_sweep(recipes, grid, overrides, shard, run=run_one,
-                                  on_start=on_start)
+        result = studies.run_study(spec, run=run_one, callbacks=epoch_lines, on_start=on_start)
         failed = False
-    except sweeps.SweepFailed as exc:
+    except studies.SweepFailed as exc:
         result, failed = exc.result, True
-    keys = sorted({k for c in result.children for k in c.metrics})
-    table = PlainTable(title=f"sweep {result.sweep_id} (parent run {result.parent_run_id})")
-    table.add_column("run id", no_wrap=True)
-    table.add_column("run name", overflow="fold", min_width=16)
-    table.add_column("status", overflow="fold")
-    for key in keys:
-        table.add_column(store.metric_label(key), justify="right", no_wrap=True)
-    for child in result.children:
-        table.add_row(_short(child.run_id), child.name,
-                      child.status if not child.error else f"{child.status}: {child.error}"[:80],
-                      *(_num(child.metrics.get(k)) for k in keys))
+    table = PlainTable(title=f"study {result.study}")
+    for column in ("trial", "run name", "state", "objective", "run id"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("trial", "run id"))
+    for row in result.trials:
+        state = row.state if not row.error else f"{row.state}: {row.error}"[:80]
+        if row.retried_as is not None:
+            state += f" (retried as {row.retried_as})"
+        table.add_row(str(row.number), row.name or "-", state, _num(row.value),
+                      _short(row.run_id))
     console.print(table)
+    console.print(f"parent run {result.parent_run_id} (sweep {result.sweep_id}); study "
+                  f"{result.study} in {result.storage}", markup=False, highlight=False,
+                  soft_wrap=True)
     if failed:
-        err_console.print(Text(f"{len(result.failed)} of {len(result.children)} runs failed",
+        err_console.print(Text(f"{len(result.failed)} of {len(result.trials)} trials failed",
                                style="bold red"))
         sys.exit(1)
+
+
+def _dry_run(spec) -> None:
+    """Validate a sweep and print what it would run."""
+    from facelab.plugins.mlflow import study as studies
+    from facelab.plugins.mlflow import sweep as sweeps
+
+    points = sweeps.checked_points(spec)
+    recipes = sweeps.validate(spec, points)
+    url = studies.storage_url(spec, recipes[0].schema.tracking.uri)
+    if spec.sampler == "grid":
+        table = PlainTable(title=f"sweep {spec.study_name()}: {len(points)} grid points, "
+                                 "all valid (--dry-run)")
+        for column in ("#", "run name", "recipe"):
+            table.add_column(column, overflow="fold")
+        for row in studies.trial_table_rows(spec, points, recipes):
+            table.add_row(*row)
+    else:
+        table = PlainTable(title=f"sweep {spec.study_name()}: {spec.trials} {spec.sampler} "
+                                 f"trials; {len(points)} corner points, all valid (--dry-run)")
+        table.add_column("key", no_wrap=True)
+        table.add_column("values", overflow="fold")
+        for key, values in studies.describe_space(spec):
+            table.add_row(key, values)
+    console.print(table)
+    metric = spec.objective.metric or "the first task's test accuracy"
+    console.print(f"study {spec.study_name()} in {studies.shown_url(url)}; objective: "
+                  f"{spec.objective.direction} {metric}; pruner: {spec.pruner.type}",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command()

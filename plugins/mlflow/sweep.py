@@ -1,14 +1,25 @@
-"""Sweeps: every combination of a grid of overrides (times one or more recipes), each a normal
-tracked run nested under one parent run; ``--shard i/n`` splits the grid across machines.
+"""What a sweep is: a recipe (or several), a search space over recipe keys, a sampler, a number
+of trials, an objective, a pruner and a storage, read from a sweep file or from
+``facelab sweep RECIPE --grid KEY=V1,V2``. Running it is :mod:`facelab.plugins.mlflow.study`.
 
-    facelab sweep recipes/quickstart.yaml \\
-        --grid model.attention.type=none,cbam --grid data.balancer.type=none,oversample
+A sweep file (``kind: sweep``; paths relative to the file)::
 
-Combinations are ordered recipes first, then the grid keys in the order given (the last key
-varies fastest), and numbered from 0. Shard ``i/n`` (1-based) runs the combinations whose number
-``k`` has ``k % n == i - 1``, so machines sharing a tracking server split the work without
-talking to each other. Every run of a sweep carries the tag ``facelab.sweep_id``, a hash of the
-recipes, grid and ``--set`` overrides, which is the same on every shard.
+    kind: sweep
+    recipe: ../quickstart.yaml              # or a list: the recipe becomes a grid dimension
+    set: [train.epochs=3]                   # --set overrides for every trial
+    space:
+      model.attention.type: {choices: [none, cbam]}         # any YAML values
+      train.schedule.initial_learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
+      train.batch_size: {low: 16, high: 64, step: 16}       # integers: an int range
+    sampler: tpe                            # grid | random | tpe
+    trials: 8                               # grid: every point (the default)
+    objective: {metric: test/race/accuracy, direction: maximize}
+    pruner: {type: median, warmup_epochs: 2}
+
+A trial's values are applied as ``--set KEY=VALUE`` under the sweep's own ``set``, so a
+component ``type`` that changes replaces the component (``facelab.recipe.deep_merge``).
+Categorical values are kept in Optuna as their ``--set`` text, so any YAML value (a list, a
+component mapping) can be a choice.
 """
 
 from __future__ import annotations
@@ -16,62 +27,375 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import model_validator
+
+from facelab import Params, field
 from facelab.errors import FacelabError
 
 #: Settings every run of a sweep must share (the parent and its children live together).
 SHARED_TRACKING = ("uri", "experiment", "enabled")
+#: The space key naming the recipe file, when a sweep has several.
+RECIPE_KEY = "recipe"
+#: The grid a sweep may enumerate at most (each point is validated and enqueued up front).
+MAX_GRID = 10_000
+#: Points a dry run or a start validates at most for a random or TPE sweep.
+MAX_CHECKED = 256
 
 
-@dataclass(frozen=True)
-class Combination:
-    """One point of the sweep: a recipe file plus grid overrides."""
+# --------------------------------------------------------------------------------------------
+# The sweep file's schema
+# --------------------------------------------------------------------------------------------
 
-    index: int
-    recipe_path: Path
-    overrides: tuple[str, ...]
+class Dimension(Params):
+    """One recipe key's values: ``{choices: [...]}``, or a range ``{low:, high:}`` (integers
+    when both ends are integers; ``log: true`` samples on a log scale; ``step`` quantises)."""
 
-    def label(self, recipe_name: str) -> str:
-        """``quickstart[attention=cbam,balancer=smote]``: the child's run name."""
-        from facelab.run import run_label
+    choices: list[Any] | None = field(None, "the values to try: any YAML value (a component "
+                                            "mapping switches its type)", min_length=1)
+    low: int | float | None = field(None, "lowest value of a range (included)")
+    high: int | float | None = field(None, "highest value of a range (included)")
+    log: bool = field(False, "sample the range on a log scale (low > 0)")
+    step: int | float | None = field(None, "quantise the range to low + k * step", gt=0)
 
-        return run_label(recipe_name, self.overrides)
-
-
-@dataclass
-class ChildResult:
-    combination: Combination
-    name: str
-    status: str  # FINISHED, FAILED
-    run_id: str | None = None
-    error: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    #: the child's whole result (finished children only)
-    result: Any = None
-
-
-@dataclass
-class SweepResult:
-    sweep_id: str
-    parent_run_id: str | None
-    children: list[ChildResult]
+    @model_validator(mode="after")
+    def _one_kind(self) -> Dimension:
+        ranged = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if ranged or self.log or self.step is not None:
+                raise ValueError("give either choices: [...] or a range low:/high:, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("expected choices: [...] or a range with both low: and high:")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("log: true and step: exclude each other (Optuna samples one or "
+                             "the other)")
+        return self
 
     @property
-    def failed(self) -> list[ChildResult]:
-        return [c for c in self.children if c.status != "FINISHED"]
+    def is_int(self) -> bool:
+        return self.choices is None and all(
+            isinstance(v, int) and not isinstance(v, bool)
+            for v in (self.low, self.high, *([self.step] if self.step is not None else [])))
+
+    def grid_values(self, where: str) -> list[Any]:
+        """Every value a grid takes: the choices (as ``--set`` text), an integer range, or a
+        float range with a step."""
+        if self.choices is not None:
+            texts = [override_text(v) for v in self.choices]
+            if len(set(texts)) != len(texts):
+                raise FacelabError(f"{where}: a choice is listed twice")
+            return texts
+        if self.is_int:
+            return list(range(self.low, self.high + 1, self.step or 1))
+        if self.step is None:
+            raise FacelabError(f"{where}: the grid sampler needs choices: [...], an integer "
+                               "range or a step:; sample a continuous range with sampler: "
+                               "random or tpe")
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return [round(self.low + k * self.step, 12) for k in range(count)]
+
+    def distribution(self):
+        """The Optuna distribution of this dimension (categoricals hold ``--set`` text)."""
+        from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                          IntDistribution)
+
+        if self.choices is not None:
+            return CategoricalDistribution([override_text(v) for v in self.choices])
+        if self.is_int:
+            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+        return FloatDistribution(float(self.low), float(self.high), log=self.log,
+                                 step=None if self.step is None else float(self.step))
 
 
-class SweepFailed(Exception):
-    """Some children failed; the parent run ends FAILED and the CLI exits 1."""
+class Objective(Params):
+    """What a trial returns to Optuna: one final metric of its run."""
 
-    def __init__(self, result: SweepResult):
-        self.result = result
-        names = ", ".join(c.name for c in result.failed)
-        super().__init__(f"{len(result.failed)} of {len(result.children)} runs failed: {names}")
+    metric: str | None = field(None, "a final metric name (facelab.results.metric_name), e.g. "
+                                     "test/race/accuracy; default: the first task's test "
+                                     "accuracy, or validation accuracy without a test split")
+    direction: Literal["maximize", "minimize"] = field("maximize", "maximize or minimize it")
+
+
+class Pruner(Params):
+    """Stopping hopeless trials early, on a per-epoch validation metric."""
+
+    type: Literal["none", "median", "threshold"] = field(
+        "none", "none; median (Optuna's MedianPruner: below the median of earlier trials at "
+                "the same epoch); threshold (outside lower/upper)")
+    metric: str | None = field(None, "the per-epoch metric reported to Optuna, e.g. "
+                                     "epoch/val/race/accuracy (default: the objective's task's "
+                                     "validation accuracy, or loss for a loss objective)")
+    warmup_epochs: int = field(1, "epochs every trial trains before it can be pruned", ge=0,
+                               le=10_000)
+    startup_trials: int = field(2, "median: trials that finish before pruning starts", ge=0,
+                                le=10_000)
+    lower: float | None = field(None, "threshold: prune below this value")
+    upper: float | None = field(None, "threshold: prune above this value")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Pruner:
+        if self.type == "threshold" and self.lower is None and self.upper is None:
+            raise ValueError("type: threshold needs lower: or upper:")
+        if self.type != "threshold" and (self.lower is not None or self.upper is not None):
+            raise ValueError("lower: and upper: belong to type: threshold")
+        return self
+
+
+class Heartbeat(Params):
+    """How a dead worker's trial is found: every running trial records a heartbeat; one silent
+    for ``grace`` seconds is failed and enqueued again for a live worker (Optuna's RDB heartbeat
+    and ``RetryHeartbeatStaleTrialCallback``)."""
+
+    interval: int = field(60, "seconds between a running trial's heartbeats", ge=1, le=86_400)
+    grace: int = field(180, "seconds without a heartbeat after which a trial is failed and "
+                            "retried", ge=1, le=864_000)
+    max_retry: int = field(3, "times one trial may be retried", ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _grace_covers_interval(self) -> Heartbeat:
+        if self.grace <= self.interval:
+            raise ValueError(f"grace ({self.grace} s) must exceed interval ({self.interval} s), "
+                             "or live trials would be failed")
+        return self
+
+
+class SweepFile(Params):
+    """A sweep file (``recipes/sweeps/*.yaml``)."""
+
+    kind: Literal["sweep"] = field(..., "marks the file as a sweep (not a recipe)")
+    recipe: str | list[str] = field(..., "the recipe file (relative to this file), or several: "
+                                         "each becomes a value of the grid key `recipe`")
+    set: list[str] = field([], "--set overrides applied to every trial, under its values")
+    space: dict[str, Dimension] = field({}, "recipe key -> its values or range")
+    sampler: Literal["grid", "random", "tpe"] = field("grid", "grid (every point once), "
+                                                              "random or tpe (Optuna's samplers)")
+    seed: int = field(0, "sampler seed; trial k samples with seed + k", ge=0, le=2**31 - 1)
+    trials: int | None = field(None, "trials in the study (grid: its size, the default)", ge=1,
+                               le=MAX_GRID)
+    objective: Objective = field(Objective(), "the metric Optuna optimises")
+    pruner: Pruner = field(Pruner(), "stopping hopeless trials after an epoch")
+    storage: str | None = field(None, "Optuna storage URL (default: optuna.db beside the "
+                                      "MLflow store); --storage wins")
+    study: str | None = field(None, "study name (default: the sweep's name and hash); "
+                                    "--study wins")
+    heartbeat: Heartbeat = field(Heartbeat(), "dead-worker detection and retry")
+
+
+# --------------------------------------------------------------------------------------------
+# A resolved sweep
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep ready to run: recipe files, space, sampler, budget, objective, storage."""
+
+    name: str  # "quickstart" (recipes) or the sweep file's stem
+    recipes: tuple[Path, ...]
+    space: dict[str, Dimension]
+    overrides: tuple[str, ...] = ()
+    sampler: str = "grid"
+    seed: int = 0
+    trials: int | None = None
+    objective: Objective = Objective()
+    pruner: Pruner = Pruner()
+    storage: str | None = None
+    study: str | None = None
+    heartbeat: Heartbeat = Heartbeat()
+    source: Path | None = None
+    #: the recipe files as written (the sweep file's relative paths): the values of the grid
+    #: key ``recipe``, the same on every machine
+    recipe_names: tuple[str, ...] = ()
+
+    @property
+    def recipe_values(self) -> list[str]:
+        return list(self.recipe_names) or [str(p) for p in self.recipes]
+
+    @property
+    def dimensions(self) -> dict[str, Dimension]:
+        """The space with the recipe file first when there are several recipes."""
+        if len(self.recipes) == 1:
+            return dict(self.space)
+        files = Dimension(choices=self.recipe_values)
+        return {RECIPE_KEY: files, **self.space}
+
+    @property
+    def where(self) -> str:
+        return str(self.source) if self.source else "facelab sweep"
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every point of the grid, in order: the last key varies fastest."""
+        dims = self.dimensions
+        values = [d.grid_values(f"{self.where}: space.{k}") for k, d in dims.items()]
+        size = math.prod(len(v) for v in values)
+        if size > MAX_GRID:
+            raise FacelabError(f"{self.where}: the grid has {size} points, more than "
+                               f"{MAX_GRID}; sample it with sampler: random or tpe")
+        return [dict(zip(dims, combo)) for combo in itertools.product(*values)]
+
+    def size(self) -> int:
+        """The number of trials the study holds when complete."""
+        if self.sampler == "grid":
+            return len(self.grid())
+        return self.trials or 0
+
+    def recipe_path(self, point: dict[str, Any]) -> Path:
+        if RECIPE_KEY not in point:
+            return self.recipes[0]
+        texts = [override_text(v) for v in self.recipe_values]  # as the grid holds them
+        return self.recipes[texts.index(point[RECIPE_KEY])]
+
+    def point_overrides(self, point: dict[str, Any]) -> list[str]:
+        """``KEY=VALUE`` for each of a point's values (the recipe file excluded)."""
+        return [f"{k}={value_text(v)}" for k, v in point.items() if k != RECIPE_KEY]
+
+    def load(self, point: dict[str, Any], load: Callable[..., Any] | None = None):
+        """The point's recipe: the file, the sweep's ``set``, then the point's values."""
+        if load is None:
+            from facelab.recipe import load_recipe as load
+        return load(self.recipe_path(point), (*self.overrides, *self.point_overrides(point)))
+
+    def label(self, recipe_name: str, point: dict[str, Any]) -> str:
+        """``quickstart[attention=cbam,initial_learning_rate=0.00316]``: a trial's run name."""
+        from facelab.run import run_label
+
+        shown = [f"{k}={value_text(v, short=True)}" for k, v in point.items() if k != RECIPE_KEY]
+        return run_label(recipe_name, shown)
+
+    def digest(self) -> str:
+        """Identical on every machine given the same sweep (recipe names, not absolute paths);
+        storage, study name and heartbeat settings are left out."""
+        key = json.dumps({
+            "recipes": [p.name for p in self.recipes],
+            "space": {k: d.model_dump(mode="json") for k, d in self.space.items()},
+            "set": list(self.overrides), "sampler": self.sampler, "seed": self.seed,
+            "trials": self.trials, "objective": self.objective.model_dump(mode="json"),
+            "pruner": self.pruner.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def study_name(self) -> str:
+        return self.study or f"{self.name}-{self.digest()}"
+
+
+def value_text(value: Any, short: bool = False) -> str:
+    """A trial value as ``--set`` text (categoricals already are); ``short`` rounds floats for
+    run names."""
+    if isinstance(value, float):
+        return f"{value:.3g}" if short else repr(value)
+    return str(value)
+
+
+def override_text(value: Any) -> str:
+    """A YAML value as the text ``--set`` parses back to it: ``cbam``, ``[48, 48]``,
+    ``{type: smote, k_neighbors: 3}``, ``'yes'`` (quoted where YAML would read it otherwise)."""
+    import yaml
+
+    text = yaml.safe_dump([value], default_flow_style=True, width=1 << 20,
+                          sort_keys=False).strip()
+    return text[1:-1]  # the one-item flow list's brackets
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a sweep: a sweep file, or recipes with --grid
+# --------------------------------------------------------------------------------------------
+
+def is_sweep_file(path: Path) -> bool:
+    """A YAML file whose top level says ``kind: sweep`` (a recipe has no ``kind``)."""
+    from facelab.recipe import _read_yaml
+
+    try:
+        data = _read_yaml(Path(path))
+    except FacelabError:
+        return False  # reading it as a recipe reports the problem
+    return data.get("kind") == "sweep"
+
+
+def load_sweep_file(path: Path, overrides: Sequence[str] = ()) -> Sweep:
+    """Read and validate a sweep file; errors name the file and the key."""
+    from facelab.recipe import _read_yaml
+    from facelab.registry import validate_params
+
+    path = Path(path)
+    spec = validate_params(SweepFile, _read_yaml(path), str(path))
+    recipes = [spec.recipe] if isinstance(spec.recipe, str) else list(spec.recipe)
+    if not recipes:
+        raise FacelabError(f"{path}: recipe: expected a recipe file or a list of them")
+    paths = []
+    for i, name in enumerate(recipes):
+        where = f"{path}: recipe" + (f".{i}" if isinstance(spec.recipe, list) else "")
+        resolved = Path(name).expanduser()
+        resolved = Path(os.path.normpath(resolved if resolved.is_absolute()
+                                         else path.parent / resolved))
+        if not resolved.is_file():
+            raise FacelabError(f"{where}: {name} is not a file (paths are relative to the "
+                               "sweep file)")
+        paths.append(resolved)
+    if RECIPE_KEY in spec.space:
+        raise FacelabError(f"{path}: space.{RECIPE_KEY}: list the recipe files under recipe: "
+                           "instead")
+    if not spec.space and len(paths) == 1:
+        raise FacelabError(f"{path}: space: expected at least one recipe key to vary")
+    sweep = Sweep(name=path.stem, recipes=tuple(paths), space=dict(spec.space),
+                  overrides=(*spec.set, *overrides), sampler=spec.sampler, seed=spec.seed,
+                  trials=spec.trials, objective=spec.objective, pruner=spec.pruner,
+                  storage=spec.storage, study=spec.study, heartbeat=spec.heartbeat,
+                  source=path, recipe_names=tuple(recipes))
+    check_budget(sweep)
+    return sweep
+
+
+def sweep_from_grid(recipes: Sequence[Path], grid_specs: Sequence[str],
+                    overrides: Sequence[str] = ()) -> Sweep:
+    """``facelab sweep RECIPES --grid KEY=V1,V2 ...``: a grid sweep (values as ``--set`` text)."""
+    if not recipes:
+        raise FacelabError("expected a sweep file or at least one recipe")
+    space = {key: Dimension(choices=values) for key, values in parse_grid_values(grid_specs)}
+    if not space and len(recipes) == 1:
+        raise FacelabError("nothing to sweep: give --grid KEY=V1,V2 or several recipes")
+    names = list(dict.fromkeys(Path(p).stem for p in recipes))
+    return Sweep(name="+".join(names), recipes=tuple(Path(p) for p in recipes), space=space,
+                 overrides=tuple(overrides))
+
+
+def parse_grid_values(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
+    """:func:`parse_grid` with each value read as ``--set`` reads it (YAML)."""
+    import yaml
+
+    from facelab.recipe import parse_yaml
+
+    out = []
+    for key, texts in parse_grid(specs):
+        values = []
+        for text in texts:
+            try:
+                values.append(parse_yaml(text))
+            except yaml.YAMLError as exc:
+                raise FacelabError(f"--grid {key}={','.join(texts)}: {text!r} is not valid YAML "
+                                   f"({str(exc).splitlines()[0]})") from None
+        out.append((key, values))
+    return out
+
+
+def check_budget(sweep: Sweep) -> None:
+    where = sweep.where
+    if sweep.sampler == "grid":
+        size = len(sweep.grid())
+        if sweep.trials is not None and sweep.trials != size:
+            raise FacelabError(f"{where}: trials: {sweep.trials}, but the grid has {size} "
+                               "points and runs each once; leave trials out")
+    elif sweep.trials is None:
+        raise FacelabError(f"{where}: trials: expected the number of trials for sampler "
+                           f"{sweep.sampler}, e.g. trials: 20")
 
 
 def split_values(text: str) -> list[str]:
@@ -114,224 +438,110 @@ def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
         if any(k == key for k, _ in grid):
             raise FacelabError(f"{where}: {key} is already a grid key; give its values once, "
                                "separated by commas")
+        if key == RECIPE_KEY:
+            raise FacelabError(f"{where}: give several recipe files instead")
         grid.append((key, values))
     return grid
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"2/3"`` -> (2, 3); None -> (1, 1)."""
-    if text is None:
-        return 1, 1
-    try:
-        index, _, count = text.partition("/")
-        i, n = int(index), int(count)
-    except ValueError:
-        i, n = 0, 0
-    if not (n >= 1 and 1 <= i <= n):
-        raise FacelabError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. --shard 1/2")
-    return i, n
+# --------------------------------------------------------------------------------------------
+# Validation before any trial
+# --------------------------------------------------------------------------------------------
+
+def checked_points(sweep: Sweep) -> list[dict[str, Any]]:
+    """The points validated before a sweep starts: every grid point; for random and TPE every
+    combination of choices with each range at its low end, then at its high end (at most
+    :data:`MAX_CHECKED`)."""
+    if sweep.sampler == "grid":
+        return sweep.grid()
+    dims = sweep.dimensions
+    categorical = {k: d.grid_values(k) for k, d in dims.items() if d.choices is not None}
+    ranges = {k: d for k, d in dims.items() if d.choices is None}
+    points = []
+    for combo in itertools.product(*categorical.values()):
+        for end in ("low", "high"):
+            point = dict(zip(categorical, combo))
+            point.update({k: getattr(d, end) if d.is_int else float(getattr(d, end))
+                          for k, d in ranges.items()})
+            points.append({k: point[k] for k in dims})
+            if not ranges:
+                break
+        if len(points) >= MAX_CHECKED:
+            break
+    return points[:MAX_CHECKED]
 
 
-def combinations(recipes: Sequence[Path], grid: Sequence[tuple[str, list[str]]]
-                 ) -> list[Combination]:
-    """All combinations, recipes first, the grid's last key varying fastest."""
-    keys = [k for k, _ in grid]
-    out = []
-    for path, values in itertools.product(recipes, itertools.product(*(v for _, v in grid))):
-        overrides = tuple(f"{k}={v}" for k, v in zip(keys, values))
-        out.append(Combination(len(out), Path(path), overrides))
-    return out
-
-
-def shard(combos: Sequence[Combination], index: int, count: int) -> list[Combination]:
-    return [c for c in combos if c.index % count == index - 1]
-
-
-def sweep_id(recipes: Sequence[Path], grid: Sequence[tuple[str, list[str]]],
-             overrides: Sequence[str]) -> str:
-    """Identical on every machine given the same command (recipe names, not absolute paths)."""
-    key = json.dumps({"recipes": [Path(p).name for p in recipes], "grid": grid,
-                      "set": list(overrides)}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def validate(combos: Sequence[Combination], overrides: Sequence[str],
+def validate(sweep: Sweep, points: Sequence[dict[str, Any]],
              load: Callable[..., Any] | None = None) -> list[Any]:
-    """Load and validate every combination before any run starts; they must share tracking."""
-    if load is None:
-        from facelab.recipe import load_recipe as load
+    """Load and validate every point's recipe; they must share tracking and know the objective's
+    task. Returns the recipes."""
     recipes = []
-    for combo in combos:
+    for i, point in enumerate(points):
         try:
-            recipes.append(load(combo.recipe_path, (*overrides, *combo.overrides)))
+            recipes.append(sweep.load(point, load))
         except FacelabError as exc:
-            raise FacelabError(f"combination {combo.index} ({', '.join(combo.overrides) or 'no grid'}"
-                               f"): {exc}") from None
+            values = ", ".join(sweep.point_overrides(point)) or str(sweep.recipe_path(point))
+            raise FacelabError(f"{sweep.where}: point {i} ({values}): {exc}") from None
     first = recipes[0].schema.tracking
-    for combo, recipe in zip(combos, recipes):
+    for i, recipe in enumerate(recipes):
         tracking = recipe.schema.tracking
         if not tracking.enabled:
-            raise FacelabError(f"{combo.recipe_path}: tracking.enabled is false; a sweep's runs "
+            raise FacelabError(f"{recipe.path}: tracking.enabled is false; a sweep's runs "
                                "are compared in MLflow, so tracking must be on")
         for key in SHARED_TRACKING:
             if getattr(tracking, key) != getattr(first, key):
                 raise FacelabError(
-                    f"combination {combo.index}: tracking.{key} is {getattr(tracking, key)!r} "
+                    f"{sweep.where}: point {i}: tracking.{key} is {getattr(tracking, key)!r} "
                     f"but {getattr(first, key)!r} elsewhere; every run of a sweep must share "
                     f"tracking.{key}")
+        objective_task(sweep, recipe)
+        pruning_metric(sweep, recipe)
     return recipes
 
 
-def run_sweep(recipe_paths: Sequence[Path], grid_specs: Sequence[str],
-              overrides: Sequence[str] = (), shard_spec: str | None = None,
-              run: Callable[..., Any] | None = None,
-              on_start: Callable[[int, int, str], None] | None = None) -> SweepResult:
-    """Validate every combination, then run this shard's under one parent run.
+def objective_task(sweep: Sweep, recipe) -> str:
+    """The task the objective measures (checked against the recipe's tasks)."""
+    from facelab.errors import did_you_mean
+    from facelab.results import parse_metric_name
 
-    ``run(recipe, name=..., tags=...)`` runs one child (default:
-    :func:`facelab.runner.run_recipe`) and returns its :class:`facelab.results.RunResult`;
-    ``on_start(position, total, name)`` is told before each child. Ordinary errors in a child
-    are recorded and the sweep goes on; Ctrl-C and SIGTERM stop it (parent and child KILLED).
-    Raises :class:`SweepFailed` at the end if any child failed.
-    """
-    from facelab.plugins.mlflow import comparison, tracking
-    from facelab.run import git_tags
-    from facelab.errors import RunTerminated
-    from facelab.signals import stop_on_signals
-
-    if not recipe_paths:
-        raise FacelabError("expected at least one recipe")
-    grid = parse_grid(grid_specs)
-    index, count = parse_shard(shard_spec)
-    every = combinations(recipe_paths, grid)
-    recipes = validate(every, overrides)
-    mine = shard(every, index, count)
-    sid = sweep_id(recipe_paths, grid, overrides)
-    if run is None:
-        from facelab.runner import run_recipe as run
-
-    first = recipes[0].schema.tracking
-    tracking.check_store(first.uri)  # before any work: one line naming the store if it is down
-    names = list(dict.fromkeys(r.name for r in recipes))
-    title = "+".join(names) + " sweep" + (f" {index}/{count}" if count > 1 else "")
-    started = tracking.start(title, {
-        "facelab.sweep_id": sid, "facelab.sweep_role": "parent",
-        "facelab.sweep_shard": f"{index}/{count}", "facelab.recipe": names[0],
-        "facelab.version": _version(), **git_tags(recipe_paths[0])},
-        None, first.uri, first.experiment, False)
-    parent = _Parent(started.info.run_id)
-    result = SweepResult(sid, parent.run_id, [])
-    with stop_on_signals():
-        try:
-            parent.call(tracking.log_params, {
-                "sweep.recipes": ", ".join(str(p) for p in recipe_paths),
-                **{f"sweep.grid.{k}": ",".join(v) for k, v in grid},
-                "sweep.set": " ".join(overrides), "sweep.shard": f"{index}/{count}",
-                "sweep.combinations": len(every), "sweep.runs_in_shard": len(mine)})
-            for position, combo in enumerate(mine, 1):
-                recipe = recipes[combo.index]
-                name = combo.label(recipe.name)
-                if on_start:
-                    on_start(position, len(mine), name)
-                result.children.append(_run_child(run, recipe, name, combo, sid, parent))
-            parent.call(tracking.log_metrics, {
-                "runs_finished": len(result.children) - len(result.failed),
-                "runs_failed": len(result.failed)})
-            parent.call(_log_summary, result, every, grid)
-            parent.call(comparison.log, [(c.name, c.result) for c in result.children
-                                         if c.result is not None and hasattr(c.result, "history")])
-        except KeyboardInterrupt:
-            parent.call(tracking.finish, parent.run_id, "KILLED", "interrupted (Ctrl-C)", None)
-            raise
-        except RunTerminated:
-            parent.call(tracking.finish, parent.run_id, "KILLED", "terminated (SIGTERM)", None)
-            raise
-        except BaseException as exc:
-            parent.call(tracking.finish, parent.run_id, "FAILED",
-                        f"{type(exc).__name__}: {exc}", None)
-            raise
-    if result.failed:
-        failed = SweepFailed(result)
-        parent.call(tracking.finish, parent.run_id, "FAILED", f"SweepFailed: {failed}", None)
-        raise failed
-    parent.call(tracking.finish, parent.run_id, "FINISHED", None, None)
-    return result
+    metric = sweep.objective.metric
+    if metric is None:
+        return recipe.tasks[0]
+    parsed = parse_metric_name(metric)
+    where = f"{sweep.where}: objective.metric"
+    if parsed is None or parsed.kind == "epoch":
+        raise FacelabError(f"{where}: {metric!r} is not a final metric name; expected e.g. "
+                           f"test/{recipe.tasks[0]}/accuracy, val/{recipe.tasks[0]}/f1_macro "
+                           "or efficiency/fps")
+    if parsed.kind == "final" and parsed.task not in recipe.tasks:
+        raise FacelabError(f"{where}: {did_you_mean(parsed.task, recipe.tasks, what='task')}")
+    return parsed.task or recipe.tasks[0]
 
 
-class _Parent:
-    """The sweep's parent MLflow run. If the store fails, the parent goes offline (one line on
-    stderr) and the sweep goes on: each child keeps what it could not log for `facelab sync`;
-    the parent's summary and comparison are lost."""
+def pruning_metric(sweep: Sweep, recipe) -> str | None:
+    """The per-epoch metric a trial reports (``epoch/val/<task>/accuracy``); ``None`` without a
+    pruner. A median pruner's metric must improve in the objective's direction."""
+    from facelab.results import epoch_metric_name, parse_metric_name
 
-    def __init__(self, run_id: str):
-        self.run_id, self.offline = run_id, False
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self.offline:
-            return None
-        try:
-            return fn(*args)
-        except FacelabError:
-            raise
-        except Exception as exc:  # a tracking failure (interruptions are not Exceptions)
-            from rich.console import Console
-            from rich.text import Text
-
-            from facelab.plugins.mlflow import pending, tracking
-
-            self.offline = True
-            tracking.detach_active_run(self.run_id)
-            Console(stderr=True, soft_wrap=True).print(Text(
-                f"warning: MLflow tracking offline for the sweep's parent run {self.run_id} "
-                f"({pending.short_error(exc)}); the sweep goes on, its summary and comparison "
-                "are not logged; each child keeps its own (see `facelab sync`)",
-                style="yellow"), highlight=False)
-            return None
-
-
-def _run_child(run: Callable[..., Any], recipe, name: str, combo: Combination, sid: str,
-               parent: _Parent) -> ChildResult:
-    """One child run; an ordinary error is recorded, Ctrl-C and SIGTERM propagate."""
-    child = ChildResult(combo, name, "FAILED")
-    tags = {"facelab.sweep_id": sid, "facelab.sweep_role": "child",
-            "facelab.sweep_index": str(combo.index),
-            "facelab.sweep_combination": ", ".join(combo.overrides) or recipe.name}
-    try:
-        outcome = run(recipe, name=name, tags=tags)
-    except Exception as exc:
-        child.error = f"{type(exc).__name__}: {exc}"
-        child.run_id = parent.call(_last_child, parent.run_id, combo.index)
+    pruner = sweep.pruner
+    if pruner.type == "none":
+        return None
+    task = objective_task(sweep, recipe)
+    where = f"{sweep.where}: pruner.metric"
+    if pruner.metric is not None:
+        parsed = parse_metric_name(pruner.metric)
+        if parsed is None or parsed.kind != "epoch":
+            raise FacelabError(f"{where}: {pruner.metric!r} is not a per-epoch metric name; "
+                               f"expected e.g. {epoch_metric_name('val', 'accuracy', task)}")
+        metric = pruner.metric
     else:
-        child.status = "FINISHED"
-        child.run_id = outcome.references.get("MLflow run")
-        child.metrics = outcome.headline()
-        child.result = outcome
-    return child
-
-
-def _version() -> str:
-    from facelab import __version__
-
-    return __version__
-
-
-def _last_child(parent_id: str, index: int) -> str | None:
-    """The run id of a failed child, if its run was created (data errors fail before)."""
-    import mlflow
-
-    runs = mlflow.search_runs(
-        filter_string=(f"tags.mlflow.parentRunId = '{parent_id}' and "
-                       f"tags.`facelab.sweep_index` = '{index}'"),
-        search_all_experiments=True, output_format="list", max_results=1)
-    return runs[0].info.run_id if runs else None
-
-
-def _log_summary(result: SweepResult, every: list[Combination], grid) -> None:
-    import mlflow
-
-    rows = [{"index": c.combination.index, "name": c.name, "status": c.status,
-             "run_id": c.run_id, "recipe": str(c.combination.recipe_path),
-             "overrides": list(c.combination.overrides), "error": c.error, **c.metrics}
-            for c in result.children]
-    mlflow.log_dict({"sweep_id": result.sweep_id, "grid": dict(grid),
-                     "combinations": len(every), "runs": rows}, "sweep/sweep.json")
+        objective = parse_metric_name(sweep.objective.metric or "") if sweep.objective.metric \
+            else None
+        loss = objective is not None and objective.metric == "loss"
+        metric = epoch_metric_name("val", "loss" if loss else "accuracy", task)
+    minimise = parse_metric_name(metric).metric.endswith("loss")
+    if pruner.type == "median" and minimise != (sweep.objective.direction == "minimize"):
+        raise FacelabError(f"{where}: {metric} improves the other way from the objective "
+                           f"({sweep.objective.direction}); the median pruner compares them "
+                           "in one direction: pick a metric that does")
+    return metric

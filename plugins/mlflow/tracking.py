@@ -502,6 +502,11 @@ def log_tables(result) -> None:
                 groups = [{**g.group, "n": g.n, "accuracy": g.accuracy} for g in m.groups.groups]
                 mlflow.log_table({c: [g.get(c) for g in groups] for c in columns},
                                  f"tables/{split}_{task}_groups.json")
+    fairness = [row for split, tasks in result.fairness.items() for f in tasks.values()
+                for row in f.rows(split)]
+    if fairness:  # per group and metric: value, interval, count, flag (facelab.fairness)
+        mlflow.log_table({k: [r[k] for r in fairness] for k in fairness[0]},
+                         "tables/fairness.json")
 
 
 # --------------------------------------------------------------------------------------------

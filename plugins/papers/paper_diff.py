@@ -17,7 +17,11 @@ docs/comparing-configurations.md for the schema)::
         smile: {accuracy: 0.956}           #     task -> accuracy
         age: 67.81
 
-Rates may be fractions or percentages (values above 1 are read as percent). The row is the one
+Rates may be fractions or percentages (values above 1 are read as percent). Speeds come from the run's
+own efficiency metrics and, when ``facelab bench --log`` recorded the same recipe in the run's
+experiment, from the newest such bench run too (its training time is an estimate); a device of
+another kind than the paper's (a CPU, an H100 against a Tesla T4) is marked "different device".
+``paper-diff`` of a bench run compares its parameters and speeds. The row is the one
 whose recipe file is the run's recipe file (tag ``facelab.recipe_path``), else the one named like
 the recipe, else ``--row``. The paper file is ``--paper``, else the run's ``facelab.paper_file``
 tag when that file exists, else the copy logged with the run (``recipe/paper.yaml``).
@@ -26,6 +30,8 @@ tag when that file exists, else the copy logged with the run (``recipe/paper.yam
 from __future__ import annotations
 
 import json
+import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +40,8 @@ from typing import Any
 import yaml
 
 from facelab.errors import FacelabError, did_you_mean
+from facelab.plugins.bench.record import ARTIFACT as BENCH_ARTIFACT
+from facelab.plugins.bench.record import BENCH_TAG, DEVICE_TAG
 from facelab.recipe import parse_yaml
 from facelab.results import efficiency_name, metric_name
 
@@ -82,6 +90,7 @@ class PaperDiff:
     paper_device: str | None
     run_device: str | None
     lines: list[Line] = field(default_factory=list)
+    bench_run_id: str | None = None   # the bench run whose speeds are shown, if any
 
     @property
     def params_exact(self) -> bool | None:
@@ -93,7 +102,8 @@ class PaperDiff:
         return {"run_id": self.run_id, "run_name": self.run_name, "paper": self.paper,
                 "paper_file": self.paper_file, "row": self.row,
                 "paper_device": self.paper_device, "run_device": self.run_device,
-                "params_exact": self.params_exact, "lines": [x.as_dict() for x in self.lines]}
+                "params_exact": self.params_exact, "bench_run_id": self.bench_run_id,
+                "lines": [x.as_dict() for x in self.lines]}
 
     def markdown(self) -> str:
         out = [f"# {self.run_name} vs {self.paper} ({self.row})", "",
@@ -164,11 +174,40 @@ def rate(value: Any) -> float | None:
     return value / 100 if value > 1 else value
 
 
+def same_device(paper_device: str | None, run_device: str | None) -> bool | None:
+    """Whether a run's device is the paper's kind: the model numbers in the paper's device name
+    (``T4`` of "NVIDIA Tesla T4"; its words if it has none) all appear in the run's
+    (``GPU: Tesla T4 (x1)``). ``None`` when either is unknown."""
+    if not paper_device or not run_device:
+        return None
+    words = [w for w in re.findall(r"[a-z0-9]+", paper_device.lower()) if w != "nvidia"]
+    wanted = [w for w in words if any(c.isdigit() for c in w)] or words
+    found = set(re.findall(r"[a-z0-9]+", run_device.lower()))
+    return all(w in found for w in wanted) if wanted else None
+
+
+def device_note(paper_device: str | None, run_device: str | None, who: str = "run") -> str:
+    """``paper: <device>; run: <device>``, and ``; different device`` when they differ."""
+    note = f"paper: {paper_device or '?'}; {who}: {run_device or '?'}"
+    return note + ("; different device" if same_device(paper_device, run_device) is False
+                   else "")
+
+
+def is_bench_run(run) -> bool:
+    """Whether ``run`` was logged by ``facelab bench --log``."""
+    return (getattr(run.data, "tags", None) or {}).get(BENCH_TAG) == "true"
+
+
 def build(run, paper: dict[str, Any], paper_file: str, row: str, tasks: list[str],
-          run_report: dict | None, efficiency: dict | None) -> PaperDiff:
-    """The lines for one run and one paper row."""
+          run_report: dict | None, efficiency: dict | None, bench_run=None) -> PaperDiff:
+    """The lines for one run and one paper row; ``bench_run``'s speeds too, if given. A bench
+    run (tag ``facelab.bench``) has parameters and speeds only."""
     metrics = run.data.metrics
     efficiency = efficiency or {}
+    bench = is_bench_run(run)
+    if bench:
+        efficiency = {"device": run.data.tags.get(DEVICE_TAG),
+                      "epochs": run.data.params.get("bench.epochs"), **efficiency}
     diff = PaperDiff(run.info.run_id, run.info.run_name, str(paper["paper"]), paper_file, row,
                      paper.get("device"), efficiency.get("device"))
 
@@ -185,7 +224,7 @@ def build(run, paper: dict[str, Any], paper_file: str, row: str, tasks: list[str
     if "ram_mb" in counts:
         add("parameters", "RAM (MB, eq. 7)", efficiency_name("ram_mb"), float(counts["ram_mb"]))
 
-    classification = (paper.get("classification") or {}).get(row) or {}
+    classification = {} if bench else (paper.get("classification") or {}).get(row) or {}
     if any(k in classification for k in ("accuracy", "per_class", "macro", "weighted")):
         classification = {tasks[0]: classification} if tasks else {}
     for task, values in classification.items():
@@ -218,18 +257,58 @@ def build(run, paper: dict[str, Any], paper_file: str, row: str, tasks: list[str
                         run_value=float(support) if support is not None else None)
 
     timing = (paper.get("timing") or {}).get(row) or {}
-    device_note = (f"paper: {paper.get('device') or '?'}; "
-                   f"run: {efficiency.get('device') or '?'}")
+    note = device_note(paper.get("device"), efficiency.get("device"),
+                       "bench" if bench else "run")
+    estimate = "bench estimate for" if bench else "run:"
     for key in ("ms_per_image", "fps"):
         if key in timing:
             add("speed", key.replace("_", " "), efficiency_name(key), float(timing[key]),
-                note=device_note)
+                note=note)
     for key, value in timing.items():
         if key.startswith("train_seconds"):
             epochs = efficiency.get("epochs")
             add("speed", key.replace("_", " "), efficiency_name("train_seconds"), float(value),
-                note=f"{device_note}; run: {epochs} epochs" if epochs else device_note)
+                note=f"{note}; {estimate} {epochs} epochs" if epochs else note)
+    if bench_run is not None:
+        diff.bench_run_id = bench_run.info.run_id
+        _add_bench_lines(diff, paper, timing, bench_run)
     return diff
+
+
+def _add_bench_lines(diff: PaperDiff, paper: dict[str, Any], timing: dict[str, Any],
+                     bench_run) -> None:
+    """Section ``speed (bench)``: the bench run's speeds against the paper's (logged to the
+    run as ``paper_diff/bench/<metric>``)."""
+    values = bench_run.data.metrics
+    note = (f"{device_note(paper.get('device'), bench_run.data.tags.get(DEVICE_TAG), 'bench')}; "
+            f"bench run {bench_run.info.run_id[:8]}")
+    overrides = bench_run.data.tags.get("facelab.overrides")
+    if overrides:
+        note += f" ({overrides})"
+    keys = [(key, key) for key in ("ms_per_image", "fps") if key in timing]
+    keys += [(key, "train_seconds") for key in timing if key.startswith("train_seconds")]
+    for key, metric in keys:
+        value = values.get(efficiency_name(metric))
+        extra = ""
+        if metric == "train_seconds":
+            extra = f"; estimate for {bench_run.data.params.get('bench.epochs', '?')} epochs"
+        diff.lines.append(Line("speed (bench)", key.replace("_", " "), f"bench/{metric}",
+                               float(timing[key]), value, note=note + extra))
+
+
+def find_bench_run(mlflow_client, run):
+    """The newest bench run of the run's recipe in its experiment (preferring one of the same
+    recipe digest), or ``None``."""
+    recipe = run.data.tags.get("facelab.recipe")
+    if not recipe or is_bench_run(run):
+        return None
+    found = [r for r in mlflow_client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`{BENCH_TAG}` = 'true'",
+        order_by=["attributes.start_time DESC"], max_results=500)
+        if r.data.tags.get("facelab.recipe") == recipe]
+    digest = run.data.tags.get("facelab.recipe_hash")
+    same = [r for r in found if digest and r.data.tags.get("facelab.recipe_hash") == digest]
+    return (same or found or [None])[0]
 
 
 def find_paper_file(mlflow_client, run, explicit: Path | None, workdir: Path) -> Path:
@@ -264,6 +343,8 @@ def _artifact_json(mlflow_client, run_id: str, path: str, workdir: Path) -> dict
 def paper_diff(mlflow_client, run, paper_file: Path | None = None, row: str | None = None,
                log: bool = True) -> PaperDiff:
     """Compare ``run`` with its paper's row; log the table (artifact + metrics) to the run."""
+    # the artifacts read here are a few kB: MLflow's progress bars would only clutter the output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="facelab-paper-diff-") as tmp:
         work = Path(tmp)
         path = find_paper_file(mlflow_client, run, paper_file, work)
@@ -275,13 +356,17 @@ def paper_diff(mlflow_client, run, paper_file: Path | None = None, row: str | No
         chosen = pick_row(paper, run.data.tags.get("facelab.recipe_path"),
                           run.data.tags.get("facelab.recipe"), row, str(path))
         metrics = _artifact_json(mlflow_client, run.info.run_id, "reports/metrics.json", work)
-        efficiency = _artifact_json(mlflow_client, run.info.run_id, "reports/efficiency.json",
-                                    work)
+        efficiency = _artifact_json(mlflow_client, run.info.run_id,
+                                    BENCH_ARTIFACT if is_bench_run(run)
+                                    else "reports/efficiency.json", work)
+        if is_bench_run(run) and efficiency:
+            efficiency = {"device": efficiency.get("device"),
+                          "epochs": (efficiency.get("table3") or {}).get("epochs")}
         tasks = list((metrics or {}).get("test") or {}) or _tasks_from_params(run)
         shown = paper_file if paper_file is not None else \
             run.data.tags.get("facelab.paper_file") or "recipe/paper.yaml (logged with the run)"
         diff = build(run, paper, str(shown), chosen, tasks, (metrics or {}).get("test"),
-                     efficiency)
+                     efficiency, find_bench_run(mlflow_client, run))
         if not diff.lines:
             raise FacelabError(f"{path}: row {chosen!r} has no parameters, timing or "
                                "classification numbers")

@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facelab.results import TaskMetrics  # noqa: E402
+from facelab.results import TaskFairness, TaskMetrics  # noqa: E402
 
 DPI = 120
 
@@ -173,4 +173,88 @@ def plot_examples(images: np.ndarray, true: list[str], pred: list[str], path: st
     return save_figure(fig, path)
 
 
-__all__ = ["plot_curves", "plot_confusion", "plot_per_class", "plot_examples"]
+def plot_group_accuracy(fairness: TaskFairness, path: str | Path, title: str) -> Path:
+    """Accuracy per group with its bootstrap interval: everyone, every group of each column,
+    and the intersections large enough to judge. Groups too small to judge are hollow and
+    grey; intersections too small are counted in the caption, not drawn."""
+    shown = [fairness.overall, *(g for g in fairness.groups
+                                 if len(g.columns) == 1 or not g.small)]
+    hidden = sum(1 for g in fairness.groups if len(g.columns) > 1 and g.small)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(shown)))
+    y = np.arange(len(shown))[::-1]
+    for row, group in zip(y, shown):
+        estimate = group.accuracy
+        colour = "grey" if group.small else "black" if not group.group else "tab:blue"
+        if estimate.low is not None:
+            ax.errorbar(estimate.value, row, xerr=[[estimate.value - estimate.low],
+                                                   [estimate.high - estimate.value]],
+                        fmt="none", ecolor=colour, capsize=3, linewidth=1.2)
+        ax.plot(estimate.value, row, "o", color=colour,
+                markerfacecolor="white" if group.small else colour)
+    worst = fairness.worst
+    ax.axvline(fairness.overall.accuracy.value, color="black", linestyle="--", linewidth=0.8)
+    labels = [f"{g.label} (n={g.n}){' *' if g is worst else ''}" for g in shown]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("accuracy")
+    ax.grid(axis="x", alpha=0.3)
+    level = (f"{fairness.confidence:.0%} bootstrap intervals ({fairness.resamples} resamples)"
+             if fairness.resamples else "no intervals")
+    caption = (f"{level}; * worst judged group\nhollow grey: fewer than "
+               f"{fairness.min_group_size} samples, too small to judge")
+    if hidden:
+        caption += f" ({hidden} such intersections not drawn)"
+    ax.set_title(f"{title}\n{caption}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_overlays(images: np.ndarray, maps: dict[str, np.ndarray], titles: list[str],
+                  path: str | Path, title: str, colours: list[str] | None = None,
+                  cols: int = 8) -> Path:
+    """Per image, a column: the image, then each map of ``maps`` (name -> (N, H, W)) over it;
+    a single image gets a row instead.
+
+    Each map's colours are stretched to its own range in that image (blue low, red high), and
+    the range is written under it, so a nearly flat map is seen to be flat. ``images``: uint8
+    (N, H, W, C) with C 1 or 3.
+    """
+    images = np.asarray(images)
+    count, panels = len(images), 1 + len(maps)
+    cols = max(1, min(cols, count))
+    blocks = max(1, math.ceil(count / cols))
+    shape = (1, panels) if count == 1 else (blocks * panels, cols)
+    fig, axes = plt.subplots(*shape, figsize=(1.8 * shape[1], 1.8 * shape[0] + 0.6),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for i in range(count):
+        column, top = i % cols, (i // cols) * panels
+        image = images[i][..., 0] if images[i].shape[-1] == 1 else images[i]
+        for panel, (name, values) in enumerate([("image", None), *maps.items()]):
+            ax = axes[0, panel] if count == 1 else axes[top + panel, column]
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+            if values is not None:
+                low, high = float(values[i].min()), float(values[i].max())
+                ax.imshow(values[i], cmap="jet", alpha=0.45, vmin=low,
+                          vmax=high if high > low else low + 1)
+                ax.set_xlabel(f"{low:.2f}-{high:.2f}", fontsize=6, labelpad=1)
+            if count == 1:
+                ax.set_title(name, fontsize=7)
+            elif column == 0:
+                ax.set_ylabel(name, fontsize=7)
+        if count > 1:
+            axes[top, column].set_title(titles[i], fontsize=7,
+                                        color=colours[i] if colours else "black")
+    if count == 1:
+        title = f"{title}\n{titles[0]}"
+    if not count:
+        axes[0, 0].text(0.5, 0.5, "no examples", ha="center", va="center")
+    fig.suptitle(title, fontsize=9 if count == 1 else None)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+__all__ = ["plot_curves", "plot_confusion", "plot_per_class", "plot_examples",
+           "plot_group_accuracy", "plot_overlays"]

@@ -1,5 +1,6 @@
 """Figures for every run (``evaluate.figures``): learning curves, confusion matrices, per-class
-scores and example grids, written to ``<run>/figures/`` when the run finishes.
+scores, accuracy per group with intervals (``fairness_<split>_<task>.png``) and example grids,
+written to ``<run>/figures/`` when the run finishes.
 
 An observer of the ``run_finished`` hook; matplotlib is imported only when it draws.
 """
@@ -33,6 +34,11 @@ def run_finished(run, result, outputs):
                                        normalize=normalize, title=f"{task}: {split} {what}")
             drawing.plot_per_class(m, folder / f"per_class_{split}_{task}.png",
                                    title=f"{task}: {split} precision / recall / F1")
+    for split, tasks in result.fairness.items():
+        for task, fairness in tasks.items():
+            if fairness.overall.n:
+                drawing.plot_group_accuracy(fairness, folder / f"fairness_{split}_{task}.png",
+                                            title=f"{task}: {split} accuracy per group")
     if "test" in outputs.probabilities:
         _example_grids(recipe, outputs.data, outputs.probabilities["test"], folder)
 

@@ -1,8 +1,10 @@
 """Per-class and per-group tables for every run, as JSON and CSV in ``<run>/reports/``.
 
 An observer of the ``run_finished`` hook: ``<split>_<task>_report.{json,csv}`` (precision,
-recall, F1 and support per class, macro and weighted averages) and ``<split>_<task>_groups.csv``
-(accuracy per group, when ``evaluate.groups`` or the task give groups).
+recall, F1 and support per class, macro and weighted averages), ``<split>_<task>_groups.csv``
+(accuracy per group, when ``evaluate.groups`` or the task give groups) and
+``<split>_<task>_fairness.csv`` (per group and intersection: accuracy, recall and false positive
+rate with bootstrap intervals, counts and flags; see ``facelab.fairness``).
 """
 
 from __future__ import annotations
@@ -51,3 +53,7 @@ def run_finished(run, result, outputs):
                               for g in m.groups.groups]
                 write_text(folder / f"{split}_{task}_groups.csv",
                            _csv(group_rows, [*m.groups.columns, "n", "accuracy"]))
+    for split, tasks in result.fairness.items():
+        for task, fairness in tasks.items():
+            rows = fairness.rows(split)
+            write_text(folder / f"{split}_{task}_fairness.csv", _csv(rows, list(rows[0])))
