@@ -26,6 +26,7 @@ import argparse
 import os
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # the datasets shuffle themselves; Keras warns that its own shuffle flag is unused
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*", category=UserWarning)
     scale, rounds, train_images = 1.0, args.rounds, args.train_images
     if args.quick:
         scale, rounds, train_images = 0.25, 3, 256

@@ -275,6 +275,8 @@ def plugins(kind: str | None, pattern: str | None, show_all: bool, as_json: bool
             for name, f in c.params.model_fields.items():
                 default = "required" if f.is_required() else repr(f.default)
                 table.add_row("", f"  {name}", "", default, f.description or "")
+            for name, text in _terms(c).items():
+                table.add_row("", f"  ({name})", "", "", text)
     console.print(table)
     status = plugin_status()
     if status.failed or status.disabled or status.unmatched:
@@ -300,6 +302,29 @@ def _component_json(c, full: bool) -> dict:
     if full:
         out["doc"] = c.doc
         out["params"] = c.params.model_json_schema()
+        out.update(_terms(c))
+    return out
+
+
+def _terms(c) -> dict[str, str]:
+    """A dataset's declared licence and citation (what model cards show), as far as they are
+    known without a recipe; nothing for other kinds."""
+    if c.kind != "dataset":
+        return {}
+    try:  # the declaration, asked with the schema's defaults
+        declared = c.terms(c.params.model_construct())
+    except (AttributeError, KeyError, TypeError, ValueError):  # it reads a required parameter
+        declared = {"licence": None, "citation": None, "depends": True}
+    out = {}
+    for key in ("licence", "citation"):
+        if declared[key]:
+            out[key] = declared[key]
+        elif key in c.params.model_fields:
+            out[key] = f"the recipe's `{key}` parameter, else not declared"
+        elif declared.get("depends"):
+            out[key] = "depends on the recipe's parameters"
+        else:
+            out[key] = "not declared"
     return out
 
 

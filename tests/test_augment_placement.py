@@ -12,7 +12,7 @@ from conftest import RECIPES
 QUICKSTART = RECIPES / "quickstart.yaml"
 TINY = ["data.dataset.count=200", "data.dataset.size=24", "data.detector.size=[24,24]",
         "train.epochs=1", "evaluate.figures=false", "evaluate.timing_batches=1",
-        "tracking.enabled=false"]
+        "evaluate.bootstrap=0", "tracking.enabled=false"]
 #: The quickstart's augmentation: a random horizontal flip.
 AUGMENTATION = "RandomFlip"
 

@@ -122,7 +122,8 @@ def test_table3_for_two_recipes_log_and_paper_diff(workdir, cli_runner, paper_re
     assert bench_run.info.status == "FINISHED" and bench_run.info.run_id in result.output
     assert bench_run.data.tags["facelab.recipe"] == "tiny-paper"
     assert bench_run.data.tags["facelab.device"] == tiny["device"]
-    assert bench_run.data.metrics["efficiency/fps"] == pytest.approx(tiny["inference_fps"]["facelab"])
+    metrics = bench_run.data.metrics
+    assert metrics["efficiency/fps"] == pytest.approx(tiny["inference_fps"]["facelab"])
     assert bench_run.data.metrics["efficiency/train_ratio"] == pytest.approx(
         tiny["train_images_per_s"]["ratio"])
     assert bench_run.data.metrics["efficiency/train_seconds"] == pytest.approx(
@@ -156,6 +157,10 @@ def test_table3_for_two_recipes_log_and_paper_diff(workdir, cli_runner, paper_re
     assert bench_lines["fps"]["run"] == pytest.approx(tiny["inference_fps"]["facelab"])
     assert bench_lines["ms per image"]["paper"] == 0.5
     assert "different device" in bench_lines["fps"]["note"]
+    result = cli_runner.invoke(cli, ["paper-diff", trained.info.run_id, "--tracking-uri", uri,
+                                     "--no-log"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert f"from bench run {bench_run.info.run_id[:8]}" in result.output
 
 
 @pytest.mark.parametrize("args, expected", [

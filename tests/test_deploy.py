@@ -14,13 +14,12 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from conftest import RECIPES
+from fixtures_runs import QUICKSTART, run_quickstart
 from facelab.cli import cli
 from facelab.context import BuildContext
 from facelab.manager import get_registry
 from facelab.modelspec import FILE as SPEC_FILE
 
-QUICKSTART = str(RECIPES / "quickstart.yaml")
 TINY = ["data.dataset.count=200", "data.dataset.size=24", "data.detector.size=[24,24]",
         "train.epochs=1", "evaluate.figures=false", "evaluate.timing_batches=1"]
 CLASSES = ["white", "black", "asian", "indian"]
@@ -31,25 +30,18 @@ DIFFERENCE = re.compile(r"max \|difference\| (\S+) on (\d+) crops \(tolerance (\
 def trained(tmp_path_factory):
     """The quickstart trained for one epoch on 200 tiny images, tracked in MLflow; the tests
     run in its folder (mlflow.db, runs/), with photos to predict on beside it."""
-    from click.testing import CliRunner
-
     folder = tmp_path_factory.mktemp("deploy")
     overrides = [*TINY, f"data.cache_dir={folder / 'cache'}"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = CliRunner().invoke(cli, ["run", QUICKSTART, *[a for o in overrides
-                                                              for a in ("--set", o)]])
-        assert result.exit_code == 0, result.output
-        run_id = re.search(r"MLflow run: ([0-9a-f]{32})", result.output)[1]
+        run_id, output = run_quickstart(folder, overrides, patch)
         Image.fromarray(skimage_data.astronaut()).save(folder / "astronaut.png")
         (generated,) = [p for p in (folder / "cache" / "synthetic").iterdir()
                         if p.is_dir() and not p.name.startswith(".")]  # not its lock file
         faces = folder / "faces"
         shutil.copytree(generated, faces, ignore=shutil.ignore_patterns("*.json"))
         (faces / "notes.txt").write_text("not a photo\n")
-        yield {"folder": folder, "run_id": run_id, "overrides": overrides, "faces": faces,
-               "patch": patch}
+        yield {"folder": folder, "run_id": run_id, "output": output, "overrides": overrides,
+               "faces": faces, "patch": patch}
 
 
 def invoke(cli_runner, *args):
@@ -111,6 +103,32 @@ def test_predict_the_astronaut_by_run_id(trained, cli_runner):
     assert table.exit_code == 0, table.output
     assert "astronaut.png" in table.stdout and row["race"] in table.stdout
     assert "1 photos, 1 faces, 0 without a face; 0 files skipped" in table.output
+
+
+def test_predict_by_run_output_folder(trained, cli_runner, tmp_path, monkeypatch):
+    """A run's output folder is a MODEL: its logged model where the store knows the run, else
+    the checkpoint the run evaluated (no early stopping: the last epoch's); the same numbers."""
+    from facelab.plugins.deploy.model_source import resolve
+
+    folder, output = trained["folder"], trained["output"]
+    by_run = json.loads(invoke(cli_runner, "predict", trained["run_id"], "astronaut.png",
+                               "--json").stdout)
+    tracked = invoke(cli_runner, "predict", output, "astronaut.png", "--json")
+    assert tracked.exit_code == 0, tracked.output
+    assert json.loads(tracked.stdout) == by_run
+    source = resolve(str(output))
+    assert source.location.startswith("models:/") and source.run_id == trained["run_id"]
+    assert source.output_dir == output and "name: quickstart" in source.recipe_text()
+    monkeypatch.chdir(tmp_path)  # another folder: no mlflow.db, so the checkpoint
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by MLflow's set_tracking_uri
+    moved = invoke(cli_runner, "predict", output, folder / "astronaut.png", "--json")
+    source = resolve(str(output))
+    assert moved.exit_code == 0, moved.output
+    (row,) = json.loads(moved.stdout)
+    assert row["race"] == by_run[0]["race"]
+    assert row["race_probability"] == pytest.approx(by_run[0]["race_probability"], abs=1e-5)
+    assert source.location == str(output / "checkpoints" / "last.keras")
+    assert source.run_id is None and source.description.endswith("(checkpoints/last.keras)")
 
 
 def test_predict_a_folder_equals_the_pipelines_own_predictions(trained, cli_runner):
@@ -260,6 +278,12 @@ def test_errors_name_what_is_wrong(trained, cli_runner, tmp_path):
     shutil.copy(next((trained["folder"] / "runs").glob(f"*/{SPEC_FILE}")),
                 tmp_path / "spec-only" / SPEC_FILE)
     cases.append((["predict", tmp_path / "spec-only", "astronaut.png"], "but no saved model"))
+    unfinished = tmp_path / "unfinished"  # a run folder whose run.json says RUNNING
+    shutil.copytree(next((trained["folder"] / "runs").iterdir()), unfinished)
+    run_file = unfinished / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "status": "RUNNING"}))
+    cases.append((["predict", unfinished, "astronaut.png"],
+                  "the run's status is RUNNING, not FINISHED; expected a finished run"))
     for args, message in cases:
         result = invoke(cli_runner, *args)
         assert result.exit_code == 2, (args, result.output)

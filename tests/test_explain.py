@@ -5,20 +5,18 @@ writes overlays; `facelab explain` explains the faces of photos."""
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from conftest import RECIPES
+from fixtures_runs import QUICKSTART, run_quickstart
 from facelab.cli import cli
 from facelab.data import Task
 from facelab.model import build_model
 from facelab.recipe import load_recipe
 
-QUICKSTART = str(RECIPES / "quickstart.yaml")
 TASKS = {"race": Task("race", ["white", "black", "asian", "indian"]),
          "gender": Task("gender", ["male", "female"])}
 TWO_HEADS = 'model.heads={"race": {"type": "classification"}, "gender": {"type": "classification"}}'
@@ -131,21 +129,13 @@ def test_grad_cam_mass_falls_in_the_region_that_decides_the_class():
 @pytest.fixture(scope="module")
 def explained_run(tmp_path_factory):
     """A tiny quickstart run with CBAM and `evaluate.explain: 2`, tracked in MLflow."""
-    from click.testing import CliRunner
-
     folder = tmp_path_factory.mktemp("explain")
     overrides = ["data.dataset.count=120", "data.dataset.size=24", "data.detector.size=[24,24]",
                  "train.epochs=1", "evaluate.figures=false", "evaluate.timing_batches=1",
                  "model.attention.type=cbam", "evaluate.explain=2",
                  f"data.cache_dir={folder / 'cache'}"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = CliRunner().invoke(cli, ["run", QUICKSTART,
-                                          *[a for o in overrides for a in ("--set", o)]])
-        assert result.exit_code == 0, result.output
-        run_id = re.search(r"MLflow run: ([0-9a-f]{32})", result.output)[1]
-        (output,) = (folder / "runs").iterdir()
+        run_id, output = run_quickstart(folder, overrides, patch)
         Image.fromarray(skimage_data.astronaut()).save(folder / "astronaut.png")
         yield {"folder": folder, "output": output, "run_id": run_id}
 
@@ -177,6 +167,17 @@ def test_facelab_explain_writes_an_overlay_per_face(explained_run, cli_runner):
     with Image.open(explained_run["folder"] / "out" / "astronaut_face1.png") as image:
         assert image.size[0] > image.size[1]  # image, Grad-CAM, CBAM in a row
     assert (explained_run["folder"] / "out" / "grey_face1.png").is_file()
+
+
+def test_facelab_explain_by_run_output_folder(explained_run, cli_runner, workdir):
+    """From a folder without the MLflow store: the run folder's checkpoint is the model."""
+    result = cli_runner.invoke(cli, ["explain", str(explained_run["output"]),
+                                     str(explained_run["folder"] / "astronaut.png"),
+                                     "--output", "out"])
+    assert result.exit_code == 0, result.output
+    assert "1 photos, 1 faces explained, 0 without a face; overlays in out" in result.output
+    with Image.open(workdir / "out" / "astronaut_face1.png") as image:
+        assert image.size[0] > image.size[1]  # image, Grad-CAM, CBAM in a row
 
 
 def test_facelab_explain_refuses_bad_input_in_one_line(explained_run, cli_runner):

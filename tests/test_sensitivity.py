@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RECIPES
+from fixtures_runs import QUICKSTART, run_quickstart
 from facelab.cli import cli
 from facelab.data import Task
 
-QUICKSTART = str(RECIPES / "quickstart.yaml")
 TINY = ["data.dataset.count=200", "data.dataset.size=24", "data.detector.size=[24,24]",
         "train.epochs=3", "data.augment=[]", "evaluate.figures=false",
         "evaluate.timing_batches=1"]
@@ -34,13 +33,7 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sensitivity")
     overrides = [*TINY, f"data.cache_dir={folder / 'cache'}"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = CliRunner().invoke(cli, ["run", QUICKSTART, *[a for o in overrides
-                                                              for a in ("--set", o)]])
-        assert result.exit_code == 0, result.output
-        run_id = re.search(r"MLflow run: ([0-9a-f]{32})", result.output)[1]
-        (output,) = (folder / "runs").iterdir()
+        run_id, output = run_quickstart(folder, overrides, patch)
         report = CliRunner().invoke(cli, ["sensitivity", run_id[:8], "--detector", "none",
                                           "--detector", LOOSE_HAAR, "--detector",
                                           LOOSE_HAAR_DROP, "--json"])
@@ -78,8 +71,14 @@ def test_the_runs_own_detector_flips_nothing(trained):
     assert (race["n"], race["flips"], race["flip_rate"]) == (metrics["n"], 0, 0.0)
     assert race["accuracy"] == race["run_detector_accuracy"] == pytest.approx(metrics["accuracy"])
     assert sum(c["n"] for c in race["per_class"].values()) == metrics["n"]
-    assert set(race["per_group"]) == {"gender", "age_group"}  # evaluate.groups, other labels
+    assert set(race["per_group"]) == {"gender", "age"}  # evaluate.groups, other labels
     assert sum(g["n"] for g in race["per_group"]["gender"].values()) == metrics["n"]
+    # the fairness report's groups, names (age groups) and order
+    fairness = json.loads((trained["output"] / "fairness.json").read_text())["test"]["race"]
+    for column in ("gender", "age"):
+        named = [g["group"][column] for g in fairness["groups"] if list(g["group"]) == [column]]
+        assert list(race["per_group"][column]) == named
+    assert set(race["per_group"]["age"]) <= {"0-19", "20-39", "40-59", "60+"}
     assert report["run"]["mlflow_run_id"] == trained["run_id"]
 
 
@@ -134,9 +133,11 @@ def test_outputs_in_the_run_folder_and_in_mlflow(trained):
     assert f"Detector {LOOSE_HAAR_DROP}" in card
     from facelab.plugins.mlflow.tracking import artifact_layout
 
-    where = artifact_layout(output)[output / "model_card.md"]  # where the run itself logs it
-    folder = str(Path(where).parent) if "/" in where else None
-    assert where in {a.path for a in client.list_artifacts(trained["run_id"], folder)}
+    layout = artifact_layout(output)  # where an upload of the whole folder (sync) puts them
+    assert [layout[output / name] for name in ("sensitivity.json", "sensitivity.png",
+                                               "model_card.md")] == \
+        ["sensitivity/sensitivity.json", "sensitivity/sensitivity.png", "model_card.md"]
+    assert "model_card.md" in {a.path for a in client.list_artifacts(trained["run_id"])}
 
 
 def test_by_output_folder_without_mlflow_prints_the_table(trained, workdir, cli_runner):
@@ -149,7 +150,7 @@ def test_by_output_folder_without_mlflow_prints_the_table(trained, workdir, cli_
     row = rf"│ none +│ race +│ {n}/{n} +│ +{n} +│.*│ +0/{n} +│ +0\.0% +│"
     assert re.search(row, result.stdout), result.stdout  # the run's own detector flips nothing
     assert "race: flip rate (flips/faces) by true class and group" in result.stdout
-    assert "gender=female" in result.stdout and "age_group=1" in result.stdout
+    assert "gender=female" in result.stdout and "age=20-39" in result.stdout
     again = json.loads((trained["output"] / "sensitivity.json").read_text())
     assert again["detectors"] == trained["report"]["detectors"]
     assert again["run"]["mlflow_run_id"] is None
@@ -171,8 +172,8 @@ def test_bad_detectors_exit_2_naming_the_option(trained, workdir, cli_runner, de
 
 
 def test_bad_runs_exit_2(trained, workdir, cli_runner):
-    for run, message in ((str(trained["output"] / "checkpoints"), "not a run's output folder"),
-                         ("not-a-run", "no such folder, and not a run id")):
+    for run, message in ((str(trained["output"] / "checkpoints"), "no model_spec.json in"),
+                         ("not-a-run", "no such file or folder, and not a run id")):
         result = cli_runner.invoke(cli, ["sensitivity", run, "--detector", "haar"])
         assert result.exit_code == 2 and message in result.output, result.output
     twice = cli_runner.invoke(cli, ["sensitivity", "x", "--detector", "haar", "--detector",

@@ -279,3 +279,42 @@ def test_a_study_name_holds_one_sweep(workdir, shared_cache):
         "model.attention.type": sweeps.Dimension(choices=["none", "cbam"])}})
     with pytest.raises(FacelabError, match="holds another sweep"):
         studies.run_study(other, run=run)
+    # a joiner whose heartbeat interval exceeds the first worker's grace would see its live
+    # trials failed and run twice: refused
+    slow = sweeps.Sweep(**{**first.__dict__,
+                           "heartbeat": sweeps.Heartbeat(interval=200, grace=400)})
+    with pytest.raises(FacelabError, match="each grace must exceed every interval"):
+        studies.run_study(slow, run=run)
+
+
+def test_a_stopped_worker_puts_its_trial_back(workdir, shared_cache):
+    """Ctrl-C in a trial: the trial fails and is enqueued again, the parent ends KILLED; the
+    same sweep run again runs the stopped point and the one never started, then finishes."""
+    from facelab.plugins.mlflow import study as studies
+    from facelab.plugins.mlflow import sweep as sweeps
+
+    sweep = sweeps.sweep_from_grid([QUICKSTART], ["model.attention.type=none,se"],
+                                   [f"data.cache_dir={shared_cache}"])
+    calls = []
+
+    def interrupted(recipe, name, tags, callbacks):
+        calls.append(name)
+        raise KeyboardInterrupt
+
+    def run(recipe, name, tags, callbacks):
+        calls.append(name)
+        return SimpleNamespace(references={}, final_metrics=lambda: {"test/race/accuracy": 0.5})
+
+    with pytest.raises(KeyboardInterrupt):
+        studies.run_study(sweep, run=interrupted)
+    _, (parent,), _ = mlflow_runs(workdir)
+    assert parent.info.status == "KILLED"
+    states = [t.state.name for t in study_trials(sweep.study_name(), workdir)]
+    assert states == ["FAIL", "WAITING", "WAITING"]  # the stopped point is back in the queue
+    result = studies.run_study(sweep, run=run)
+    assert calls == ["quickstart[attention=none]", "quickstart[attention=se]",
+                     "quickstart[attention=none]"]
+    assert sorted(t.state for t in result.trials) == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert not result.failed and result.trials[-1].retried_as == 2
+    _, (parent,), _ = mlflow_runs(workdir)
+    assert parent.info.status == "FINISHED"

@@ -1,14 +1,16 @@
 """The measurements of ``facelab bench``: a recipe's model on synthetic images of its input size,
 timed facelab's way and with a plain Keras loop, in interleaved rounds (medians).
 
-* training images/s: ``compile_model`` + ``make_dataset`` + ``fit`` (what ``facelab run``
-  does) vs a freshly built copy of the same architecture compiled with Keras's own sparse
-  cross-entropy and accuracy, fed by ``from_tensor_slices(...).map(cast)``;
+* training images/s: ``pipeline.build_models`` + ``make_dataset`` + ``fit`` (what ``facelab
+  run`` does) vs a freshly built copy of the same network compiled with Keras's own sparse
+  cross-entropy and accuracy, fed by ``from_tensor_slices(...).map(cast)``; the recipe's
+  augmentation on both sides, where ``train.augment_on`` puts it (model or pipeline);
 * inference ms/image and FPS at ``evaluate.batch_size``: ``facelab.evaluate.inference_speed``
   on facelab's model vs a plain ``predict_on_batch`` loop on the plain copy (the same Keras
   call: a ratio near 1 says facelab's model adds nothing at inference);
-* input pipeline images/s: iterating ``make_dataset`` vs the plain ``tf.data`` pipeline. Both
-  apply the recipe's augmentation, so the ratio is the pipeline's own overhead;
+* input pipeline images/s: iterating ``make_dataset`` vs the plain ``tf.data`` pipeline (with
+  the augmentation on both sides when it runs in the pipeline), over at least
+  :data:`PIPELINE_BATCHES` batches;
 * parameters, the race paper's eq. 7 RAM, and the device's name.
 
 No data are read: images are random uint8 of the recipe's input shape and labels random per
@@ -35,6 +37,8 @@ import numpy as np
 import facelab
 from facelab.errors import FacelabError
 
+#: Batches per round the input pipelines are timed over, at least.
+PIPELINE_BATCHES = 16
 #: Stands in for unset ``${VAR}`` data paths: bench reads no data.
 NO_DATA_PATH = "/nonexistent-facelab-bench-reads-no-data"
 _ENV_UNSET = re.compile(r"environment variable ([A-Za-z_][A-Za-z0-9_]*) is not set")
@@ -139,7 +143,8 @@ class BenchResult:
             "trainable_params": self.parameters["trainable"], "ram_mb": self.ram_mb,
             "ms_per_image": self.ms_per_image, "fps": self.inference.facelab,
             "train_seconds": self.train_seconds,
-            "train_images_per_s": self.train.facelab, "pipeline_images_per_s": self.pipeline.facelab,
+            "train_images_per_s": self.train.facelab,
+            "pipeline_images_per_s": self.pipeline.facelab,
             "plain_train_images_per_s": self.train.plain, "plain_fps": self.inference.plain,
             "plain_ms_per_image": 1000 / self.inference.plain,
             "plain_pipeline_images_per_s": self.pipeline.plain,
@@ -236,20 +241,37 @@ def quiet_retracing_warnings():
         logger.setLevel(level)
 
 
-def build_models(recipe, input_shape, tasks, notes: list[str]):
-    """(the recipe, facelab's compiled model, the plain compiled copy). Weights a backbone
-    cannot load offline (ImageNet weights not downloaded yet) are replaced by ``weights:
-    null``, with a note: speed does not depend on weight values."""
+@dataclass
+class BenchModels:
+    """facelab's models and the plain copy's, and the augmentation each input pipeline applies
+    (none where ``train.augment_on: model`` puts it in the training model)."""
+
+    recipe: Any                 # as measured: ``weights: null`` where weights were missing
+    training: Any
+    inference: Any
+    augment: list
+    plain_training: Any
+    plain_inference: Any
+    plain_augment: list
+
+
+def build_bench_models(recipe, input_shape, tasks, ctx, notes: list[str]) -> BenchModels:
+    """facelab's models as ``facelab run`` builds them (``pipeline.build_models``) and a plain
+    copy: the same network, freshly built, compiled with Keras's own sparse cross-entropy and
+    accuracy, augmentation where the recipe puts it. Weights a backbone cannot load offline
+    (ImageNet weights not downloaded yet) are replaced by ``weights: null``, with a note: speed
+    does not depend on weight values."""
     import keras
 
     from facelab.manager import get_registry
     from facelab.model import build_model
-    from facelab.pipeline import compile_model
+    from facelab.pipeline import augmentations, build_models
     from facelab.recipe import apply_overrides, build_keras_object, validate_recipe
 
+    augment = augmentations(recipe, ctx)
     try:
         with _offline():
-            model = compile_model(recipe, input_shape, tasks)
+            models = build_models(recipe, input_shape, tasks, augment=augment)
     except FacelabError as exc:
         weights = getattr(recipe.backbone.params, "weights", None)
         if weights is None or not str(exc).startswith(f"{recipe.backbone.where}.weights"):
@@ -262,17 +284,23 @@ def build_models(recipe, input_shape, tasks, notes: list[str]):
         notes.append(f"{recipe.backbone.where}.weights: the {weights} weights are not available "
                      "offline here, so bench uses weights: null (speed does not depend on "
                      "weight values)")
-        model = compile_model(recipe, input_shape, tasks)
+        models = build_models(recipe, input_shape, tasks, augment=augment)
+    on_model = recipe.schema.train.augment_on == "model"
     plain = build_model(recipe, tuple(input_shape), tasks)
+    plain_augment = augmentations(recipe, ctx)  # its own layers, with their own seed generators
+    plain_training = plain
+    if on_model and plain_augment:
+        plain_training = keras.Sequential([keras.Input(tuple(input_shape)), *plain_augment, plain])
     train = recipe.schema.train
     extra = {}
     if train.schedule is not None:
         extra["learning_rate"] = build_keras_object("schedule", train.schedule, "train.schedule")
-    plain.compile(optimizer=build_keras_object("optimizer", train.optimizer, "train.optimizer",
-                                               **extra),
-                  loss={task: keras.losses.SparseCategoricalCrossentropy() for task in tasks},
-                  metrics={task: ["accuracy"] for task in tasks})
-    return recipe, model, plain
+    plain_training.compile(
+        optimizer=build_keras_object("optimizer", train.optimizer, "train.optimizer", **extra),
+        loss={task: keras.losses.SparseCategoricalCrossentropy() for task in tasks},
+        metrics={task: ["accuracy"] for task in tasks})
+    return BenchModels(recipe, models.training, models.inference, [] if on_model else augment,
+                       plain_training, plain, [] if on_model else plain_augment)
 
 
 def plain_dataset(images: np.ndarray, labels: dict[str, np.ndarray], batch_size: int,
@@ -339,14 +367,15 @@ def bench_recipe(recipe, settings: BenchSettings, *, notes: list[str] | None = N
     from facelab.evaluate import device_name, inference_speed
     from facelab.inputs import make_dataset
     from facelab.model import parameter_counts, ram_mb
-    from facelab.pipeline import augmentations, make_context, recipe_tasks
+    from facelab.pipeline import make_context, recipe_tasks
 
     notes = list(notes or [])
     ctx = make_context(recipe, QuietProgress())
     tasks = recipe_tasks(recipe, ctx)
     input_shape = tuple(int(v) for v in recipe.detector.build(ctx).output_shape)
     log(f"{recipe.name}: building the model ({'x'.join(map(str, input_shape))})")
-    recipe, model, plain = build_models(recipe, input_shape, tasks, notes)
+    models = build_bench_models(recipe, input_shape, tasks, ctx, notes)
+    recipe, model, plain = models.recipe, models.training, models.plain_training
 
     train, seed = recipe.schema.train, recipe.schema.seed
     batch_size, eval_batch_size = train.batch_size, recipe.schema.evaluate.batch_size
@@ -356,29 +385,39 @@ def bench_recipe(recipe, settings: BenchSettings, *, notes: list[str] | None = N
     labels = {name: rng.integers(0, task.num_classes, count).astype(np.int64)
               for name, task in tasks.items()}
     facelab_set = make_dataset(images, labels, BalancePlan.identity(count), batch_size,
-                               shuffle=True, seed=seed, augment=augmentations(recipe, ctx))
-    plain_set = plain_dataset(images, labels, batch_size, seed, augmentations(recipe, ctx))
+                               shuffle=True, seed=seed, augment=models.augment)
+    plain_set = plain_dataset(images, labels, batch_size, seed, models.plain_augment)
+    # the input pipelines alone are cheap: time longer epochs, so that starting an epoch's
+    # iterator does not dominate (a real epoch has hundreds of batches)
+    rows = np.resize(np.arange(count), batch_size * max(settings.batches, PIPELINE_BATCHES))
+    pipeline_labels = {name: column[rows] for name, column in labels.items()}
+    facelab_pipeline = make_dataset(images[rows], pipeline_labels, BalancePlan.identity(len(rows)),
+                                    batch_size, shuffle=True, seed=seed, augment=models.augment)
+    plain_pipeline = plain_dataset(images[rows], pipeline_labels, batch_size, seed,
+                                   models.plain_augment)
     eval_rows = np.resize(np.arange(count), eval_batch_size)
     eval_batch = images[eval_rows].astype(np.float32)
 
     log(f"{recipe.name}: warming up (building the training and inference graphs)")
     _fit(model, facelab_set, steps=1)
     _fit(plain, plain_set, steps=1)
-    plain.predict_on_batch(eval_batch)
+    models.plain_inference.predict_on_batch(eval_batch)
     times: dict[str, list[float]] = {key: [] for key in (
         "train", "plain_train", "infer", "plain_infer", "pipeline", "plain_pipeline")}
     for round_ in range(settings.rounds):  # interleaved: a noisy machine slows every path alike
         log(f"{recipe.name}: round {round_ + 1} of {settings.rounds}")
         times["train"].append(count / _fit(model, facelab_set))
         times["plain_train"].append(count / _fit(plain, plain_set))
-        times["infer"].append(inference_speed(model, eval_batch, settings.batches)["fps"])
+        times["infer"].append(inference_speed(models.inference, eval_batch,
+                                              settings.batches)["fps"])
         times["plain_infer"].append(eval_batch_size * settings.batches / _seconds(
-            lambda: [plain.predict_on_batch(eval_batch) for _ in range(settings.batches)]))
-        times["pipeline"].append(count / _seconds(lambda: _iterate(facelab_set)))
-        times["plain_pipeline"].append(count / _seconds(lambda: _iterate(plain_set)))
+            lambda: [models.plain_inference.predict_on_batch(eval_batch)
+                     for _ in range(settings.batches)]))
+        times["pipeline"].append(len(rows) / _seconds(lambda: _iterate(facelab_pipeline)))
+        times["plain_pipeline"].append(len(rows) / _seconds(lambda: _iterate(plain_pipeline)))
     median = {key: statistics.median(values) for key, values in times.items()}
 
-    counts = parameter_counts(model)
+    counts = parameter_counts(models.inference)
     return recipe, BenchResult(
         recipe=recipe.name, recipe_path=str(Path(recipe.path).resolve()) if recipe.path else None,
         overrides=tuple(recipe.overrides), device=device_name(), input_shape=input_shape,

@@ -19,8 +19,8 @@ from facelab.tables import PlainTable
 
 TRACKING_URI = click.option(
     "--tracking-uri", "uri", metavar="URI",
-    help="MLflow store, for run ids and runs:/ or models:/ URIs (default: "
-         "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
+    help="MLflow store, for run ids, runs:/ or models:/ URIs and the model a run folder logged "
+         "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
 MODEL = click.argument("model")
 
 
@@ -59,8 +59,8 @@ def predict(model: str, inputs: tuple[Path, ...], as_json: bool, csv_file: Path 
             annotate_dir: Path | None, batch_size: int, uri: str | None) -> None:
     """Find every face in photos, crop it as the model's training did, classify it for every task.
 
-    MODEL is an MLflow run id (or a unique prefix), a runs:/ or models:/ URI, or a folder made by
-    `facelab export` (any format). The model's spec gives its tasks, class names, input size and
+    MODEL is an MLflow run id (or a unique prefix), a runs:/ or models:/ URI, a finished run's
+    output folder, or a folder made by `facelab export` (any format). The model's spec gives its tasks, class names, input size and
     detector, so a model moved to another machine predicts the same. Folders are searched
     recursively for jpg, jpeg, png, bmp and webp files; other files are skipped and counted.
 
@@ -68,6 +68,7 @@ def predict(model: str, inputs: tuple[Path, ...], as_json: bool, csv_file: Path 
     Example:
       facelab predict 45d9a5cd photos/ --csv predictions.csv --annotate annotated/
       facelab predict exports/race-tflite group.jpg --json
+      facelab predict runs/quickstart-20250101-120000 group.jpg
     """
     from facelab.plugins.deploy import predict as predicting
 
@@ -151,9 +152,9 @@ def export(model: str, fmt: str, output: Path, images: tuple[Path, ...],
            tolerance: float | None, uri: str | None) -> None:
     """Export a trained model for inference and check it against the Keras model.
 
-    MODEL is an MLflow run id, a runs:/ or models:/ URI, or a keras export folder. The export
-    holds the network only (no optimizer, loss or metrics) and model_spec.json. It is reloaded
-    with its own runtime (Keras, TensorFlow, the TFLite interpreter, onnxruntime) and compared
+    MODEL is an MLflow run id, a runs:/ or models:/ URI, a finished run's output folder, or a
+    keras export folder. The export holds the network only (no optimizer, loss or metrics) and
+    model_spec.json. It is reloaded with its own runtime (Keras, TensorFlow, the TFLite interpreter, onnxruntime) and compared
     with the Keras model on real face crops; beyond the format's tolerance nothing is written
     and the exit code is 1.
 

@@ -1,5 +1,6 @@
-"""What MODEL names: an MLflow run id, a ``runs:/`` or ``models:/`` URI, or a folder (or file)
-holding an exported model and its ``model_spec.json``; resolved to a model spec and a runtime."""
+"""What MODEL names: an MLflow run id, a ``runs:/`` or ``models:/`` URI, a run's output folder,
+or a folder (or file) holding an exported model and its ``model_spec.json``; resolved to a model
+spec and a runtime."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facelab.checkpoints import FINISHED, RUN_FILE
+from facelab.checkpoints import FOLDER as CHECKPOINTS
 from facelab.errors import FacelabError
 from facelab.modelspec import FILE as SPEC_FILE
 from facelab.modelspec import ModelSpec
@@ -22,8 +25,9 @@ FORMAT_FILES = {"keras": "model.keras", "savedmodel": "saved_model.pb", "tflite"
 RUN_SPEC = "model_spec/model_spec.json"
 RUN_RECIPE = "recipe/recipe.yaml"
 RUN_ID = re.compile(r"^[0-9a-f]{4,32}$")
-EXPECTED = ("expected an MLflow run id, a runs:/ or models:/ URI, or a folder made by "
-            "`facelab export` (model_spec.json and the model)")
+EXPECTED = ("expected an MLflow run id, a runs:/ or models:/ URI, a run's output folder "
+            "(holding run.json), or a folder made by `facelab export` (model_spec.json and "
+            "the model)")
 
 
 @dataclass
@@ -36,6 +40,10 @@ class ModelSource:
     location: str  # a local path, or an MLflow model URI
     #: the resolved recipe the model was trained with (YAML text), when known
     recipe_text: Callable[[], str | None] = lambda: None
+    #: the MLflow run that trained the model, when a store knows it
+    run_id: str | None = None
+    #: the run's output folder, when it is on this machine
+    output_dir: Path | None = None
 
     @property
     def is_mlflow(self) -> bool:
@@ -71,6 +79,8 @@ def resolve(model: str, tracking_uri: str | None = None) -> ModelSource:
     if model.startswith("models:/"):
         return _from_model_uri(model, tracking_uri)
     path = Path(model).expanduser()
+    if (path / RUN_FILE).is_file():
+        return from_run_folder(path, tracking_uri)
     if path.exists():
         return from_path(path)
     if RUN_ID.match(model):
@@ -102,7 +112,7 @@ def from_path(path: Path) -> ModelSource:
         if (folder / name).is_file():
             location = folder if fmt == "savedmodel" else folder / name
             return ModelSource(f"{folder} ({fmt})", spec, fmt, str(location))
-    saved = sorted(folder.glob("*.keras"))  # e.g. a run output folder holding a saved model
+    saved = sorted(folder.glob("*.keras"))  # e.g. a model saved by hand beside its spec
     if saved:
         return ModelSource(f"{saved[0]}", spec, "keras", str(saved[0]))
     raise FacelabError(f"{path}: has {SPEC_FILE} but no saved model (expected one of "
@@ -116,6 +126,67 @@ def read_spec(path: Path) -> ModelSpec:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FacelabError(f"{path}: not a valid model spec ({type(exc).__name__}: {exc}); "
                            "expected the model_spec.json facelab writes") from None
+
+
+# --------------------------------------------------------------------------------------------
+# A run's output folder
+# --------------------------------------------------------------------------------------------
+
+def from_run_folder(folder: Path, tracking_uri: str | None = None) -> ModelSource:
+    """A finished run's output folder: the model its MLflow run logged, where the store knows
+    the run (tag ``facelab.run_id``), else the checkpoint the run evaluated; the spec and the
+    recipe from the folder."""
+    where = folder / RUN_FILE
+    try:
+        info = json.loads(where.read_text(encoding="utf-8"))
+        facelab_id, status, recipe_text = info["id"], info.get("status"), \
+            info["recipe"]["resolved"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FacelabError(f"{where}: cannot read the run ({type(exc).__name__}: {exc}); "
+                           "expected the run.json facelab writes") from None
+    if status != FINISHED:
+        raise FacelabError(f"{folder}: the run's status is {status}, not {FINISHED}; expected a "
+                           f"finished run (resume it: `facelab run --resume {folder}`)")
+    spec = read_spec(folder / SPEC_FILE)
+    try:
+        client = _client(tracking_uri)
+    except FacelabError:  # no store here: the run was not tracked here
+        client = None
+    run = _tracked_run(client, facelab_id) if client is not None else None
+    model_uri = _logged_model_uri(client, run) if run is not None else None
+    location = model_uri or str(_evaluated_checkpoint(folder, recipe_text))
+    where_from = model_uri or Path(location).relative_to(folder).as_posix()
+    return ModelSource(f"run folder {folder} ({where_from})", spec, "keras", location,
+                       lambda: recipe_text, run.info.run_id if run is not None else None, folder)
+
+
+def _tracked_run(client, facelab_run_id: str):
+    """The MLflow run of facelab's run ``facelab_run_id`` (tag ``facelab.run_id``), if the
+    store knows it."""
+    from facelab.plugins.mlflow import store
+    from facelab.plugins.mlflow.tracking import RUN_ID_TAG
+
+    experiments = store.experiment_ids(client, None)
+    found = client.search_runs(experiments, f"tags.`{RUN_ID_TAG}` = '{facelab_run_id}'",
+                               max_results=1) if experiments else []
+    return found[0] if found else None
+
+
+def _evaluated_checkpoint(folder: Path, recipe_text: str) -> Path:
+    """The checkpoint holding what the run evaluated: with early stopping the best epoch's
+    (Keras restores it when training ends; ``best`` exists only with a validation split), else
+    the last epoch's."""
+    from facelab.recipe import parse_yaml
+
+    early_stopping = ((parse_yaml(recipe_text) or {}).get("train") or {}).get("early_stopping")
+    names = ["best.keras", "last.keras"] if early_stopping else ["last.keras"]
+    for name in names:
+        if (folder / CHECKPOINTS / name).is_file():
+            return folder / CHECKPOINTS / name
+    raise FacelabError(f"{folder}: no model: no MLflow store here has the run's model and the "
+                       f"run kept no checkpoint ({CHECKPOINTS}/{names[0]}); expected a run trained "
+                       "with train.checkpoints: true, or --tracking-uri naming the store that "
+                       "tracked it")
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,15 +209,20 @@ def _from_run(run_id: str, tracking_uri: str | None, name: str) -> ModelSource:
     client = _client(tracking_uri)
     run = store.resolve_run(client, run_id)
     run_id = run.info.run_id
-    models = [m for m in client.search_logged_models(
-        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
-        if m.name == name]
-    if not models:
+    model_uri = _logged_model_uri(client, run, name)
+    if model_uri is None:
         raise FacelabError(f"run {run_id}: no logged model named {name!r} (was the run trained "
                            "with tracking.log_model: false, or did it fail?); expected a finished "
                            "run that logged its model")
-    model_uri = f"models:/{models[-1].model_id}"
-    return _mlflow_source(client, run_id, model_uri, f"run {run_id[:8]} ({model_uri})")
+    return _mlflow_source(client, run, model_uri, f"run {run_id[:8]} ({model_uri})")
+
+
+def _logged_model_uri(client, run, name: str = "model") -> str | None:
+    """``models:/<id>`` of the run's newest logged model called ``name``, if it has one."""
+    models = [m for m in client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'") if m.name == name]
+    return f"models:/{models[-1].model_id}" if models else None
 
 
 def _from_model_uri(uri: str, tracking_uri: str | None) -> ModelSource:
@@ -163,10 +239,14 @@ def _from_model_uri(uri: str, tracking_uri: str | None) -> ModelSource:
     except MlflowException as exc:
         raise FacelabError(f"MODEL {uri}: not found in this store "
                            f"({exc.message.splitlines()[0]}); {EXPECTED}") from None
-    return _mlflow_source(client, run_id, uri, uri)
+    return _mlflow_source(client, client.get_run(run_id) if run_id else None, uri, uri)
 
 
-def _mlflow_source(client, run_id: str | None, model_uri: str, description: str) -> ModelSource:
+def _mlflow_source(client, run, model_uri: str, description: str) -> ModelSource:
+    """A logged model (``run``: its source run, when known)."""
+    from facelab.plugins.mlflow.tracking import OUTPUT_DIR_TAG
+
+    run_id = run.info.run_id if run is not None else None
     spec = _logged_spec(model_uri)
     if spec is None and run_id:
         spec = _run_spec(client, run_id)
@@ -178,7 +258,9 @@ def _mlflow_source(client, run_id: str | None, model_uri: str, description: str)
     def recipe_text() -> str | None:
         return _download_text(client, run_id, RUN_RECIPE) if run_id else None
 
-    return ModelSource(description, spec, "keras", model_uri, recipe_text)
+    folder = run.data.tags.get(OUTPUT_DIR_TAG) if run is not None else None
+    output_dir = Path(folder) if folder and Path(folder).is_dir() else None
+    return ModelSource(description, spec, "keras", model_uri, recipe_text, run_id, output_dir)
 
 
 def _logged_spec(model_uri: str) -> ModelSpec | None:

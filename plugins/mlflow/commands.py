@@ -73,7 +73,7 @@ def sweep(sources: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
       facelab sweep recipes/sweeps/quickstart-lr.yaml
       facelab sweep recipes/quickstart.yaml --grid model.attention.type=none,cbam \\
           --grid data.balancer.type=none,random-oversample --set train.epochs=3
-      facelab sweep recipes/sweeps/race-ablation.yaml \\
+      facelab sweep recipes/sweeps/race-2025-factorial.yaml \\
           --storage postgresql+psycopg2://facelab:secret@db-host/optuna   # on every machine
     """
     from dataclasses import replace
@@ -102,8 +102,10 @@ def sweep(sources: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
         spec = replace(spec, heartbeat=validate_params(sweeps.Heartbeat, values,
                                                        "--heartbeat/--grace"))
     spec = replace(spec, storage=storage or spec.storage, study=study_name or spec.study)
+    points = sweeps.checked_points(spec)
+    recipes = sweeps.validate(spec, points)  # every point, before TensorFlow starts
     if dry_run:
-        _dry_run(spec)
+        _dry_run(spec, points, recipes)
         return
     from facelab.console import RichProgress
 
@@ -123,7 +125,8 @@ def sweep(sources: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
         console.rule(Text.assemble((f"trial {number}", "bold"), f" of {size}: {name}"))
 
     try:
-        result = studies.run_study(spec, run=run_one, callbacks=epoch_lines, on_start=on_start)
+        result = studies.run_study(spec, run=run_one, callbacks=epoch_lines, on_start=on_start,
+                                   recipes=recipes)
         failed = False
     except studies.SweepFailed as exc:
         result, failed = exc.result, True
@@ -146,13 +149,10 @@ def sweep(sources: tuple[Path, ...], grid: tuple[str, ...], overrides: tuple[str
         sys.exit(1)
 
 
-def _dry_run(spec) -> None:
-    """Validate a sweep and print what it would run."""
+def _dry_run(spec, points, recipes) -> None:
+    """Print what a validated sweep would run."""
     from facelab.plugins.mlflow import study as studies
-    from facelab.plugins.mlflow import sweep as sweeps
 
-    points = sweeps.checked_points(spec)
-    recipes = sweeps.validate(spec, points)
     url = studies.storage_url(spec, recipes[0].schema.tracking.uri)
     if spec.sampler == "grid":
         table = PlainTable(title=f"sweep {spec.study_name()}: {len(points)} grid points, "

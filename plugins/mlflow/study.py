@@ -45,6 +45,8 @@ from facelab.plugins.mlflow.sweep import RECIPE_KEY, Sweep, checked_points, prun
 INSTALL = "pip install 'facelab[sweep]'"
 #: Study user attributes: the sweep's digest, the MLflow parent run, set-up done.
 DIGEST, PARENT, READY = "facelab.sweep_digest", "facelab.mlflow_parent", "facelab.ready"
+#: Study user attribute: the first worker's heartbeat [interval, grace] in seconds.
+HEARTBEAT = "facelab.heartbeat"
 #: Trial user attributes: the slot (grid point number), the run name and MLflow run, the error.
 SLOT, RUN_NAME, RUN_ID, ERROR = ("facelab.slot", "facelab.run_name", "facelab.mlflow_run",
                                  "facelab.error")
@@ -390,6 +392,7 @@ def open_study(sweep: Sweep, storage, url: str, join_parent: Callable[[str | Non
         attrs = _wait_until_set_up(study, sweep, url)
         return study, join_parent(attrs.get(PARENT))
     study.set_user_attr(DIGEST, sweep.digest())
+    study.set_user_attr(HEARTBEAT, [sweep.heartbeat.interval, sweep.heartbeat.grace])
     parent_id = join_parent(None)
     study.set_user_attr(PARENT, parent_id)
     if sweep.sampler == "grid":
@@ -416,6 +419,7 @@ def _wait_until_set_up(study, sweep: Sweep, url: str) -> dict[str, Any]:
                                "space, sampler, budget, objective or pruner; pick another "
                                "--study")
         if attrs.get(READY):
+            _check_heartbeat(sweep, attrs.get(HEARTBEAT), where)
             return attrs
         if time.monotonic() > deadline:
             raise FacelabError(f"{where} was not set up within {SETUP_WAIT:.0f} s (not made "
@@ -425,6 +429,20 @@ def _wait_until_set_up(study, sweep: Sweep, url: str) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+def _check_heartbeat(sweep: Sweep, first: list[int] | None, where: str) -> None:
+    """Each worker judges the others' trials by its own grace: every grace must exceed every
+    heartbeat interval, or live trials would be failed and run twice."""
+    if not first:
+        return
+    interval, grace = first
+    mine = sweep.heartbeat
+    if mine.interval >= grace or interval >= mine.grace:
+        raise FacelabError(f"{where}: its first worker beats every {interval} s with a grace of "
+                           f"{grace} s; this one every {mine.interval} s with {mine.grace} s: "
+                           "each grace must exceed every interval, or live trials would be run "
+                           "twice; give --heartbeat and --grace to match")
+
+
 # --------------------------------------------------------------------------------------------
 # The worker
 # --------------------------------------------------------------------------------------------
@@ -432,14 +450,16 @@ def _wait_until_set_up(study, sweep: Sweep, url: str) -> dict[str, Any]:
 def run_study(sweep: Sweep, *, run: Callable[..., Any] | None = None,
               callbacks: Callable[[Any], list] | None = None,
               on_start: Callable[[int, int, str], None] | None = None,
-              load: Callable[..., Any] | None = None) -> StudyResult:
+              load: Callable[..., Any] | None = None,
+              recipes: list | None = None) -> StudyResult:
     """Validate the sweep, open (or join) its study, run trials until none is left, and, when
     the study is complete, log its summary to the parent run and end it.
 
     ``run(recipe, name=, tags=, callbacks=)`` runs one trial (default:
     :func:`facelab.runner.run_recipe`) and returns its :class:`facelab.results.RunResult`;
     ``callbacks(recipe)`` gives extra Keras callbacks (progress bars); ``on_start(number,
-    size, name)`` is told before each trial. A failing trial is recorded (Optuna FAIL, MLflow
+    size, name)`` is told before each trial; ``recipes`` are the checked points' recipes when
+    the caller validated them already (:func:`facelab.plugins.mlflow.sweep.validate`). A failing trial is recorded (Optuna FAIL, MLflow
     FAILED) and the worker goes on; Ctrl-C and SIGTERM stop the worker: its trial is enqueued
     again for another worker. Raises :class:`SweepFailed` at the end if trials were lost.
     """
@@ -448,7 +468,7 @@ def run_study(sweep: Sweep, *, run: Callable[..., Any] | None = None,
     from facelab.signals import stop_on_signals
 
     require_optuna()
-    recipes = validate(sweep, checked_points(sweep), load)
+    recipes = recipes or validate(sweep, checked_points(sweep), load)
     first = recipes[0]
     tracking.quiet_mlflow()
     tracking.check_store(first.schema.tracking.uri)  # one line naming the store if it is down
@@ -487,6 +507,8 @@ def run_study(sweep: Sweep, *, run: Callable[..., Any] | None = None,
 
 @dataclass
 class _Worker:
+    """One process's share of a study: takes trials, runs them, tells Optuna."""
+
     sweep: Sweep
     study: Any
     storage: Any
@@ -558,15 +580,17 @@ class _Worker:
             try:
                 outcome = self.run(recipe, name=name, tags=tags, callbacks=extra)
             except optuna.TrialPruned as exc:
-                study.tell(trial, state=TrialState.PRUNED)
+                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 self.parent.call(_mark_child, study.study_name, number, "PRUNED", "KILLED",
                                  str(exc))
                 return
             except (KeyboardInterrupt, RunTerminated):
                 # stopped by its worker's user or scheduler: failed, and enqueued again so
                 # another worker (or this command run again) runs the point
-                study.tell(trial, state=TrialState.FAIL)
-                _RetryStale(sweep.heartbeat.max_retry, None)(study, storage.get_trial(trial_id))
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                if not _retried(study, number):  # (another worker may have judged it stale)
+                    _RetryStale(sweep.heartbeat.max_retry, None)(study,
+                                                                 storage.get_trial(trial_id))
                 raise
             except FacelabError as exc:  # the user's to fix (an objective the run lacks ...)
                 self._fail(study, trial, str(exc), None)
@@ -582,7 +606,9 @@ class _Worker:
             except FacelabError as exc:
                 self._fail(study, trial, str(exc), number)
                 raise
-            study.tell(trial, value)
+            # skip_if_finished: a worker whose grace is shorter than our heartbeat interval
+            # may have failed (and enqueued again) this trial meanwhile
+            study.tell(trial, value, skip_if_finished=True)
             if run_id:
                 self.parent.call(_set_child_state, run_id, "COMPLETE")
 
@@ -590,7 +616,7 @@ class _Worker:
         from optuna.trial import TrialState
 
         trial.set_user_attr(ERROR, error[:2000])
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         if number is not None:
             self.parent.call(_mark_child, study.study_name, number, "FAIL", None, None)
 
@@ -623,6 +649,12 @@ def pop_waiting(storage, study_id: int) -> int | None:
         except UpdateFinishedTrialError:
             continue
     return None
+
+
+def _retried(study, number: int) -> bool:
+    """Whether trial ``number`` was enqueued again already (Optuna's retry history)."""
+    return any(number in (t.system_attrs.get("retry_history") or [])
+               for t in study.get_trials(deepcopy=False))
 
 
 def _count(storage, study, state: str) -> int:

@@ -310,14 +310,11 @@ def override_text(value: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 def is_sweep_file(path: Path) -> bool:
-    """A YAML file whose top level says ``kind: sweep`` (a recipe has no ``kind``)."""
+    """A YAML file whose top level says ``kind: sweep`` (a recipe has no ``kind``); a file that
+    cannot be read is a one-line error either way."""
     from facelab.recipe import _read_yaml
 
-    try:
-        data = _read_yaml(Path(path))
-    except FacelabError:
-        return False  # reading it as a recipe reports the problem
-    return data.get("kind") == "sweep"
+    return _read_yaml(Path(path)).get("kind") == "sweep"
 
 
 def load_sweep_file(path: Path, overrides: Sequence[str] = ()) -> Sweep:

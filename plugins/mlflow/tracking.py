@@ -29,7 +29,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 #: MLflow's embedded default store: a sqlite file in the working directory.
@@ -40,11 +40,12 @@ MAX_TAG_LENGTH = 5000
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 #: MLflow dataset contexts for our split names.
 SPLIT_CONTEXT = {"train": "train", "val": "validation", "test": "test"}
-#: Output-folder files and the artifact folder each goes to; other top-level files go to
-#: ``reports/``, folders keep their names.
+#: Output-folder files and the artifact folder each goes to ("": the top, where the model card
+#: is the first thing seen); other top-level files go to ``reports/``, folders keep their names.
 ARTIFACT_FOLDERS = {"recipe.yaml": "recipe", "recipe.original.yaml": "recipe",
                     "overrides.txt": "recipe", "paper.yaml": "recipe", "run.json": "recipe",
-                    "model_spec.json": "model_spec"}
+                    "model_spec.json": "model_spec", "model_card.md": "",
+                    "sensitivity.json": "sensitivity", "sensitivity.png": "sensitivity"}
 #: Where a run keeps what its store did not take (see pending.py).
 PENDING_FOLDER = "mlflow_pending"
 #: The tag linking an MLflow run to facelab's ``Run.id``.
@@ -394,7 +395,8 @@ def artifact_layout(folder: Path) -> dict[Path, str]:
         if relative.parts[0] == PENDING_FOLDER:  # facelab's own bookkeeping
             continue
         if len(relative.parts) == 1:
-            layout[path] = f"{ARTIFACT_FOLDERS.get(path.name, 'reports')}/{path.name}"
+            layout[path] = (PurePosixPath(ARTIFACT_FOLDERS.get(path.name, "reports"))
+                            / path.name).as_posix()
         else:
             layout[path] = relative.as_posix()
     return layout

@@ -24,7 +24,9 @@ from facelab.tables import PlainTable
 def paper_diff(run_id: str, paper_file: Path | None, row: str | None, no_log: bool,
                as_json: bool, uri: str | None) -> None:
     """Put a run next to the numbers its paper reports: parameter counts (exact), accuracy,
-    per-class precision/recall/F1, support, and speed with both devices named. The table is
+    per-class precision/recall/F1, support, and speed with both devices named ("different
+    device" when they are not the same kind). The speeds of the newest `facelab bench --log`
+    run of the same recipe are shown too; RUN_ID may also be a bench run. The table is
     logged to the run (artifact paper_diff/, metrics paper_diff/<metric> = run - paper).
 
     \b
@@ -53,6 +55,10 @@ def paper_diff(run_id: str, paper_file: Path | None, row: str | None, no_log: bo
         table.add_row(line.section, line.quantity, papers.fmt(line.paper),
                       papers.fmt(line.run), delta, line.note)
     console.print(table)
+    if diff.bench_run_id:
+        console.print(f"speed (bench): from bench run {_short(diff.bench_run_id)} "
+                      "(facelab bench --log), the newest of this recipe in the run's experiment",
+                      highlight=False, markup=False)
     console.print(f"paper: {diff.paper_file}" + ("" if no_log else
                   "; logged to the run as paper_diff/ (artifact and metrics)"), highlight=False,
                   markup=False)

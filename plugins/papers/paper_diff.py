@@ -17,14 +17,16 @@ docs/comparing-configurations.md for the schema)::
         smile: {accuracy: 0.956}           #     task -> accuracy
         age: 67.81
 
-Rates may be fractions or percentages (values above 1 are read as percent). Speeds come from the run's
-own efficiency metrics and, when ``facelab bench --log`` recorded the same recipe in the run's
-experiment, from the newest such bench run too (its training time is an estimate); a device of
-another kind than the paper's (a CPU, an H100 against a Tesla T4) is marked "different device".
-``paper-diff`` of a bench run compares its parameters and speeds. The row is the one
-whose recipe file is the run's recipe file (tag ``facelab.recipe_path``), else the one named like
-the recipe, else ``--row``. The paper file is ``--paper``, else the run's ``facelab.paper_file``
-tag when that file exists, else the copy logged with the run (``recipe/paper.yaml``).
+Rates may be fractions or percentages (values above 1 are read as percent). Speeds come from
+the run's own efficiency metrics and, when ``facelab bench --log`` recorded the same recipe in
+the run's experiment, from the newest such bench run too (its training time is an estimate); a
+device of another kind than the paper's (a CPU, an H100 against a Tesla T4) is marked
+"different device". ``paper-diff`` of a bench run compares its parameters and speeds.
+
+The row is the one whose recipe file is the run's recipe file (tag ``facelab.recipe_path``),
+else the one named like the recipe, else ``--row``. The paper file is ``--paper``, else the
+run's ``facelab.paper_file`` tag when that file exists, else the copy logged with the run
+(``recipe/paper.yaml``).
 """
 
 from __future__ import annotations

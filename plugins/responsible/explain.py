@@ -134,8 +134,9 @@ def explain_photos(files, source, detector, tasks: list[str], folder: Path,
 @click.option("--task", "chosen", multiple=True, metavar="TASK",
               help="Explain only this task (repeatable; default: every task).")
 @click.option("--tracking-uri", "uri", metavar="URI",
-              help="MLflow store, for run ids and runs:/ or models:/ URIs (default: "
-                   "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
+              help="MLflow store, for run ids, runs:/ or models:/ URIs and the model a run "
+                   "folder logged (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                   "here).")
 def explain(model: str, inputs: tuple[Path, ...], output: Path, chosen: tuple[str, ...],
             uri: str | None) -> None:
     """Show what a model looks at: a Grad-CAM overlay for every face in photos.
@@ -143,7 +144,8 @@ def explain(model: str, inputs: tuple[Path, ...], output: Path, chosen: tuple[st
     Each face is found and cropped by the model's own detector, exactly as `facelab predict`
     crops it, and classified; its overlay shows the crop, where the evidence for each predicted
     class lies (Grad-CAM, red = most), and CBAM's spatial attention where the model has CBAM.
-    MODEL is an MLflow run id, a runs:/ or models:/ URI, or a Keras export folder.
+    MODEL is an MLflow run id, a runs:/ or models:/ URI, a finished run's output folder, or a
+    Keras export folder.
 
     \b
     Example:

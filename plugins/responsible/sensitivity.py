@@ -23,13 +23,13 @@ import numpy as np
 import facelab
 from facelab.errors import FacelabError
 
-#: Files written into the run's output folder, and the MLflow artifact folder they go to.
+#: Files written into the run's output folder (the MLflow plugin logs them under sensitivity/).
 JSON_FILE = "sensitivity.json"
 FIGURE_FILE = "sensitivity.png"
-ARTIFACT_FOLDER = "sensitivity"
 DETECTOR_FORMAT = "expected NAME or NAME:{key: value, ...}, e.g. haar or 'haar:{min_neighbors: 3}'"
-RUN_EXPECTED = ("expected a finished run's output folder (holding run.json) or an MLflow run id "
-                "(a unique prefix will do)")
+RUN_EXPECTED = ("expected a model that knows its training recipe: a finished run's output "
+                "folder, its MLflow run id (a unique prefix will do), or a runs:/ or models:/ "
+                "URI of its model")
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,41 +109,32 @@ def found_face(status: str | None) -> bool:
     return status is not None and not status.startswith("no face")
 
 
-def group_columns(recipe, data) -> list[str]:
-    """``evaluate.groups`` and the dataset's other label columns (e.g. gender), as present."""
-    columns = [*recipe.schema.evaluate.groups, *data.table.tasks]
-    frame = data.table.frame
-    return [c for c in dict.fromkeys(columns) if c in frame.columns and c not in recipe.tasks]
+def task_groups(recipe, frame, task: str, tasks: dict) -> dict[str, np.ndarray]:
+    """The groups of the fairness report for ``task`` (:func:`facelab.fairness.group_columns`:
+    ``evaluate.groups``, the other tasks, an age in years as age groups), its own classes
+    aside: column -> each row's group name (``""``: unknown)."""
+    from facelab.fairness import group_columns, group_values
 
-
-def _group_values(frame, column: str, tasks: dict) -> np.ndarray:
-    """The column's values as names (class names for label columns); "" where unknown."""
-    from facelab.data import NO_LABEL
-
-    values = frame[column].to_numpy()
-    names = np.full(len(values), "", dtype=object)
-    for i, value in enumerate(values):
-        if value is None or value != value or value == NO_LABEL:  # missing, NaN, no label
-            continue
-        if column in tasks:
-            names[i] = tasks[column].classes[int(value)]
-        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
-            names[i] = str(int(value))
-        else:
-            names[i] = str(value)
-    return names
+    groups = {}
+    for column in group_columns(task, recipe.schema.evaluate.groups, tasks, list(frame.columns)):
+        named, _ = group_values(frame, column, tasks)  # None: too many values to make groups
+        if column != task and named is not None:
+            groups[column] = named
+    return groups
 
 
 def task_sensitivity(task, y_true: np.ndarray, predicted: np.ndarray, run_predicted: np.ndarray,
-                     groups: dict[str, np.ndarray]) -> TaskSensitivity:
-    """Flips of ``predicted`` against ``run_predicted`` (both over the same compared rows)."""
+                     groups: dict[str, np.ndarray], tasks: dict | None = None) -> TaskSensitivity:
+    """Flips of ``predicted`` against ``run_predicted`` (both over the same compared rows);
+    groups in the fairness report's order (``tasks``: the table's, for class order)."""
     from facelab.data import NO_LABEL
+    from facelab.fairness import levels
 
     flipped = predicted != run_predicted
     labelled = y_true != NO_LABEL
     per_class = {name: count_flips(flipped, y_true == i) for i, name in enumerate(task.classes)}
     per_group = {column: {value: count_flips(flipped, values == value)
-                          for value in sorted(set(values) - {""})}
+                          for value in levels(values, column, tasks or {})}
                  for column, values in groups.items()}
     accuracy = float((predicted == y_true)[labelled].mean()) if labelled.any() else None
     run_accuracy = float((run_predicted == y_true)[labelled].mean()) if labelled.any() else None
@@ -168,7 +159,7 @@ def measure(recipe, data, predict: Callable[[np.ndarray], dict[str, np.ndarray]]
     paths = list(frame["path"])
     with progress.phase("predicting on the run's own crops"):
         run_predicted = predict(data.images[rows])
-    groups = {c: _group_values(frame, c, data.table.tasks) for c in group_columns(recipe, data)}
+    groups = {task: task_groups(recipe, frame, task, data.table.tasks) for task in recipe.tasks}
     report = SensitivityReport(run, recipe.detector.as_dict(), len(rows))
     for label, spec, detector in detectors:
         crops = crop_all(paths, detector, cache_dir, progress)
@@ -183,7 +174,7 @@ def measure(recipe, data, predict: Callable[[np.ndarray], dict[str, np.ndarray]]
             tasks[task] = task_sensitivity(
                 data.tasks[task], frame[task].to_numpy()[kept],
                 predicted.get(task, np.empty(0, np.int64)), run_predicted[task][kept],
-                {c: values[kept] for c, values in groups.items()})
+                {c: values[kept] for c, values in groups[task].items()}, data.table.tasks)
         report.detectors.append(DetectorSensitivity(
             label, spec, len(rows), sum(map(found_face, statuses)), int(kept.sum()),
             dict(crops.statuses), tasks))
@@ -253,137 +244,27 @@ def build_detector(text: str, recipe, input_shape: Sequence[int], cache_dir: Pat
 
 
 # --------------------------------------------------------------------------------------------
-# RUN: an output folder or an MLflow run id
+# RUN: what `facelab predict` takes as MODEL, with the recipe that trained it
 # --------------------------------------------------------------------------------------------
 
-@dataclass
-class RunUnderTest:
-    description: str
-    recipe: Any  # facelab.recipe.Recipe
-    input_shape: tuple[int, int, int]
-    output_dir: Path | None
-    mlflow_run_id: str | None
-    runtime: Callable[[], Any]  # loads the model: float32 images -> {task: probabilities}
-
-
-def _recipe_from_text(text: str, where: str):
+def resolve_run(ref: str, tracking_uri: str | None):
+    """RUN as given -> (its :class:`~facelab.plugins.deploy.model_source.ModelSource`, its
+    recipe). The model source must know the recipe: an export holds none."""
     from facelab.manager import get_registry
+    from facelab.plugins.deploy.model_source import resolve
     from facelab.recipe import parse_yaml, validate_recipe
 
-    try:
-        raw = parse_yaml(text)
-    except Exception as exc:
-        raise FacelabError(f"{where}: unreadable recipe ({exc})") from None
-    return validate_recipe(raw, get_registry(), where=where)
-
-
-def resolve_run(ref: str, tracking_uri: str | None) -> RunUnderTest:
-    """RUN as given: a run's output folder, else an MLflow run id (or ``runs:/<id>``)."""
-    path = Path(ref).expanduser()
-    if path.is_dir() and (path / "run.json").is_file():
-        return _from_folder(path, tracking_uri)
-    if path.exists():
-        raise FacelabError(f"RUN {ref}: not a run's output folder (no run.json; an export holds "
-                           f"no recipe, so its test images are unknown); {RUN_EXPECTED}")
-    run_id = ref.removeprefix("runs:/").split("/")[0]
-    from facelab.plugins.deploy.model_source import RUN_ID
-
-    if not RUN_ID.match(run_id):
-        raise FacelabError(f"RUN {ref!r}: no such folder, and not a run id; {RUN_EXPECTED}")
-    return _from_mlflow(run_id, tracking_uri)
-
-
-def _from_folder(folder: Path, tracking_uri: str | None) -> RunUnderTest:
-    from facelab.checkpoints import FINISHED, RUN_FILE
-    from facelab.modelspec import FILE as SPEC_FILE
-    from facelab.modelspec import ModelSpec
-
-    where = str(folder / RUN_FILE)
-    try:
-        info = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-        recipe_text, run_id, status = info["recipe"]["resolved"], info["id"], info.get("status")
-        spec = ModelSpec.read(folder / SPEC_FILE)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise FacelabError(f"RUN {folder}: cannot read the run ({type(exc).__name__}: {exc}); "
-                           f"{RUN_EXPECTED}") from None
-    if status != FINISHED:
-        raise FacelabError(f"RUN {folder}: the run's status is {status}, not {FINISHED}; "
-                           f"{RUN_EXPECTED}")
-    recipe = _recipe_from_text(recipe_text, where)
-    mlflow_run = _mlflow_run_of(run_id, tracking_uri)
-    runtime = _checkpoint_runtime(folder, recipe)
-    if mlflow_run is not None:
-        runtime = _mlflow_runtime(mlflow_run, tracking_uri, fallback=runtime)
-    return RunUnderTest(str(folder), recipe, spec.input_shape, folder, mlflow_run, runtime)
-
-
-def _from_mlflow(ref: str, tracking_uri: str | None) -> RunUnderTest:
-    from facelab.plugins.deploy.model_source import resolve
-    from facelab.plugins.mlflow import store
-    from facelab.plugins.mlflow.tracking import OUTPUT_DIR_TAG
-
-    run = store.resolve_run(store.client(tracking_uri), ref)
-    run_id = run.info.run_id
-    source = resolve(run_id, tracking_uri)
+    source = resolve(ref, tracking_uri)
     text = source.recipe_text()
     if text is None:
-        raise FacelabError(f"RUN {ref}: the MLflow run has no recipe artifact; {RUN_EXPECTED}")
-    recipe = _recipe_from_text(text, f"run {run_id[:8]} recipe")
-    folder = run.data.tags.get(OUTPUT_DIR_TAG)
-    output_dir = Path(folder) if folder and Path(folder).is_dir() else None
-    return RunUnderTest(source.description, recipe, source.spec.input_shape, output_dir, run_id,
-                        source.runtime)
-
-
-def _mlflow_run_of(facelab_run_id: str, tracking_uri: str | None) -> str | None:
-    """The MLflow run of facelab's run (tag ``facelab.run_id``), if a store knows it."""
-    from facelab.plugins.mlflow import store
-    from facelab.plugins.mlflow.tracking import RUN_ID_TAG
-
+        raise FacelabError(f"RUN {ref}: {source.description} holds no recipe, so its test "
+                           f"images are unknown; {RUN_EXPECTED}")
+    where = f"{source.description}: recipe"
     try:
-        client = store.client(tracking_uri)
-    except FacelabError:  # no store here: the run was not tracked
-        return None
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(experiments, f"tags.`{RUN_ID_TAG}` = '{facelab_run_id}'",
-                               max_results=1) if experiments else []
-    return found[0].info.run_id if found else None
-
-
-def _mlflow_runtime(run_id: str, tracking_uri: str | None, fallback: Callable[[], Any]):
-    """The run's logged model (what it evaluated), else ``fallback`` (its checkpoint)."""
-    def load():
-        from facelab.plugins.deploy.model_source import resolve
-
-        try:
-            source = resolve(run_id, tracking_uri)
-        except FacelabError:  # tracked without its model (tracking.log_model: false)
-            return fallback()
-        return source.runtime()
-
-    return load
-
-
-def _checkpoint_runtime(folder: Path, recipe) -> Callable[[], Any]:
-    """The model the run evaluated, from its checkpoints: with early stopping the best epoch's
-    (Keras restores it at the end of training; ``best`` exists only with a validation split),
-    else the last epoch's."""
-    from facelab.checkpoints import FOLDER
-
-    def load():
-        from facelab.plugins.deploy.runtimes import KerasRuntime, load_keras
-
-        names = ["best.keras", "last.keras"] if recipe.schema.train.early_stopping \
-            else ["last.keras"]
-        for name in names:
-            path = folder / FOLDER / name
-            if path.is_file():
-                return KerasRuntime(load_keras(path))
-        raise FacelabError(f"RUN {folder}: no model: the run logged none to MLflow and kept no "
-                           f"checkpoint ({FOLDER}/{names[0]}); expected a run trained with "
-                           "train.checkpoints: true or tracked in MLflow")
-
-    return load
+        raw = parse_yaml(text)
+    except Exception as exc:  # yaml.YAMLError and the loader's own limits
+        raise FacelabError(f"{where}: unreadable ({str(exc).splitlines()[0]})") from None
+    return source, validate_recipe(raw, get_registry(), where=where)
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,7 +283,8 @@ def plot(report: SensitivityReport, path: Path) -> Path:
         labels = _bar_labels(report, task)
         highest = 0.0
         for i, result in enumerate(report.detectors):
-            rates = [_rate(result.tasks[task], key) or 0.0 for key in labels]
+            counts = [_count(result.tasks[task], key) for key in labels]
+            rates = [(count.rate if count is not None else None) or 0.0 for count in counts]
             highest = max(highest, *rates)
             ax.bar(np.arange(len(labels)) + i * width, rates, width, label=result.label)
         ax.set_xticks(np.arange(len(labels)) + width * (len(report.detectors) - 1) / 2)
@@ -422,14 +304,14 @@ def _bar_labels(report: SensitivityReport, task: str) -> list[str]:
               for value in values)]
 
 
-def _rate(result: TaskSensitivity, key: str) -> float | None:
+def _count(result: TaskSensitivity, key: str) -> FlipCount | None:
+    """The flips behind a label of :func:`_bar_labels` (None: this detector has no such row)."""
     if key == "all":
-        return result.flips.rate
+        return result.flips
     if key in result.per_class:
-        return result.per_class[key].rate
+        return result.per_class[key]
     column, _, value = key.partition("=")
-    return result.per_group[column][value].rate if value in result.per_group.get(column, {}) \
-        else None
+    return result.per_group.get(column, {}).get(value)
 
 
 def write_outputs(report: SensitivityReport, folder: Path) -> list[Path]:
@@ -440,26 +322,30 @@ def write_outputs(report: SensitivityReport, folder: Path) -> list[Path]:
     return [folder / JSON_FILE, plot(report, folder / FIGURE_FILE)]
 
 
-def log_to_mlflow(run_id: str, tracking_uri: str | None, files: list[Path],
-                  card: Path | None, output_dir: Path | None) -> None:
-    """The files under ``sensitivity/`` of the MLflow run; the card where the run logged it."""
+def log_to_mlflow(run_id: str, tracking_uri: str | None, files: list[Path]) -> list[str]:
+    """Each file where an upload of its whole folder puts it (the MLflow plugin's layout:
+    ``sensitivity/``, the model card at the top); returns the artifact paths."""
     from facelab.plugins.mlflow import store
     from facelab.plugins.mlflow.tracking import artifact_layout
 
     client = store.client(tracking_uri)
+    layout = {}
+    for folder in {path.parent for path in files}:
+        layout.update(artifact_layout(folder))
     for path in files:
-        client.log_artifact(run_id, str(path), ARTIFACT_FOLDER)
-    if card is not None and output_dir is not None:
-        folder = PurePosixPath(artifact_layout(output_dir).get(card, card.name)).parent
-        client.log_artifact(run_id, str(card), None if folder.name == "" else str(folder))
+        folder = PurePosixPath(layout[path]).parent.as_posix()
+        client.log_artifact(run_id, str(path), None if folder == "." else folder)
+    return [layout[path] for path in files]
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _flip_cell(count: FlipCount) -> str:
-    return "-" if count.rate is None else f"{_percent(count.rate)} ({count.flips}/{count.n})"
+def _flip_cell(count: FlipCount | None) -> str:
+    if count is None or count.rate is None:
+        return "-"
+    return f"{_percent(count.rate)} ({count.flips}/{count.n})"
 
 
 def tables(report: SensitivityReport) -> list:
@@ -489,13 +375,7 @@ def tables(report: SensitivityReport) -> list:
         for result in report.detectors:
             detail.add_column(result.label, justify="right")
         for key in _bar_labels(report, task)[1:]:
-            cells = []
-            for result in report.detectors:
-                s = result.tasks[task]
-                column, _, value = key.partition("=")
-                count = s.per_class.get(key) if key in s.per_class else \
-                    s.per_group.get(column, {}).get(value)
-                cells.append("-" if count is None else _flip_cell(count))
+            cells = [_flip_cell(_count(result.tasks[task], key)) for result in report.detectors]
             detail.add_row(key if "=" in key else f"{task}={key}", *cells)
         out.append(detail)
     return out
@@ -515,18 +395,19 @@ def tables(report: SensitivityReport) -> list:
               help="Face crops classified at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--tracking-uri", "uri", metavar="URI",
-              help="MLflow store, for run ids (default: $MLFLOW_TRACKING_URI, else "
-                   "sqlite:///mlflow.db here).")
+              help="MLflow store, for run ids and for the model of a run folder (default: "
+                   "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
 def sensitivity(run_ref: str, detectors: tuple[str, ...], batch_size: int, as_json: bool,
                 uri: str | None) -> None:
     """How much a run's predictions depend on its face detector.
 
-    RUN is a finished run's output folder or its MLflow run id. Its test images (the same split,
-    rebuilt from its recipe) are cropped by each --detector and classified by the run's model;
-    per detector it reports the faces found, the accuracy, and the flip rate: the share of test
-    faces whose predicted class differs from the prediction on the run's own detector's crop,
-    overall, per true class and per group (evaluate.groups and the dataset's other labels).
-    Writes sensitivity.json and sensitivity.png into the run's output folder, logs them to its
+    RUN is a finished run's output folder, its MLflow run id, or any MODEL of `facelab predict`
+    that knows its training recipe. Its test images (the same split, rebuilt from its recipe)
+    are cropped by each --detector and classified by the run's model; per detector it reports
+    the faces found, the accuracy, and the flip rate: the share of test faces whose predicted
+    class differs from the prediction on the run's own detector's crop, overall, per true class
+    and per group (the fairness report's groups: evaluate.groups, the dataset's other labels,
+    age groups). Writes sensitivity.json and sensitivity.png into the run's output folder, logs them to its
     MLflow run under sensitivity/, and refreshes the model card.
 
     \b
@@ -550,32 +431,32 @@ def sensitivity(run_ref: str, detectors: tuple[str, ...], batch_size: int, as_js
     quiet_tensorflow()  # before anything imports it (the pipeline imports Keras)
     from facelab.pipeline import make_context, prepare_data
 
-    run = resolve_run(run_ref, uri)
+    source, recipe = resolve_run(run_ref, uri)
     progress = RichProgress(err_console)
-    ctx = make_context(run.recipe, progress)
-    chosen = [build_detector(text, run.recipe, run.input_shape, ctx.cache_dir)
+    ctx = make_context(recipe, progress)
+    chosen = [build_detector(text, recipe, source.spec.input_shape, ctx.cache_dir)
               for text in detectors]
-    predict = batch_predictor(run.runtime(), run.recipe.tasks, batch_size)
-    data = prepare_data(run.recipe, ctx)
-    report = measure(run.recipe, data, predict, chosen, ctx.cache_dir, progress,
-                     {"description": run.description, "mlflow_run_id": run.mlflow_run_id,
-                      "output_dir": str(run.output_dir) if run.output_dir else None})
+    predict = batch_predictor(source.runtime(), recipe.tasks, batch_size)
+    data = prepare_data(recipe, ctx)
+    output_dir, mlflow_run_id = source.output_dir, source.run_id
+    report = measure(recipe, data, predict, chosen, ctx.cache_dir, progress,
+                     {"description": source.description, "mlflow_run_id": mlflow_run_id,
+                      "output_dir": str(output_dir) if output_dir else None})
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         for table in tables(report):
             console.print(table)
     with tempfile.TemporaryDirectory(prefix="facelab-sensitivity-") as staging:
-        folder = run.output_dir or Path(staging)  # a run whose folder is elsewhere: MLflow only
+        folder = output_dir or Path(staging)  # a run whose folder is elsewhere: MLflow only
         files = write_outputs(report, folder)
-        card = write_model_card(run.output_dir) if run.output_dir else None  # with these
-        if run.mlflow_run_id is not None:
-            log_to_mlflow(run.mlflow_run_id, uri, files, card, run.output_dir)
-        written = [str(p) for p in (*files, card) if p is not None and run.output_dir]
-        where = f"wrote {', '.join(written)}" if written else "no output folder here"
-        logged = f"; logged to MLflow run {run.mlflow_run_id[:8]} under {ARTIFACT_FOLDER}/" \
-            if run.mlflow_run_id else ""
-        err_console.print(f"{where}{logged}", highlight=False, soft_wrap=True, markup=False)
+        if output_dir:
+            files.append(write_model_card(output_dir))  # with these
+        logged = log_to_mlflow(mlflow_run_id, uri, files) if mlflow_run_id else []
+        where = f"wrote {', '.join(map(str, files))}" if output_dir else "no output folder here"
+        if logged:
+            where += f"; logged to MLflow run {mlflow_run_id[:8]}: {', '.join(logged)}"
+        err_console.print(where, highlight=False, soft_wrap=True, markup=False)
 
 
 @facelab.hookimpl
