@@ -284,6 +284,11 @@ def test_errors_name_what_is_wrong(trained, cli_runner, tmp_path):
     run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "status": "RUNNING"}))
     cases.append((["predict", unfinished, "astronaut.png"],
                   "the run's status is RUNNING, not FINISHED; expected a finished run"))
+    hostile = tmp_path / "hostile"  # its id would go into an MLflow search filter
+    shutil.copytree(unfinished, hostile)
+    (hostile / "run.json").write_text(json.dumps({**json.loads(run_file.read_text()),
+                                                  "id": "x' OR '1'='1", "status": "FINISHED"}))
+    cases.append((["predict", hostile, "astronaut.png"], "is not a facelab run id"))
     for args, message in cases:
         result = invoke(cli_runner, *args)
         assert result.exit_code == 2, (args, result.output)

@@ -145,7 +145,7 @@ def bench(recipes: tuple[Path, ...], overrides: tuple[str, ...], epochs: str | N
     Example:
       facelab bench recipes/quickstart.yaml
       facelab bench recipes/race-2025/base.yaml recipes/race-2025/bd.yaml \\
-          recipes/race-2025/bd-am.yaml --set data.detector.size=[96,96] --batches 2 --log
+          recipes/race-2025/bd-am.yaml --set 'data.detector.size=[96,96]' --batches 2 --log
     """
     settings = _settings({"batches": batches, "rounds": rounds, "epochs": epochs,
                           "train_samples": train_samples})

@@ -25,6 +25,8 @@ FORMAT_FILES = {"keras": "model.keras", "savedmodel": "saved_model.pb", "tflite"
 RUN_SPEC = "model_spec/model_spec.json"
 RUN_RECIPE = "recipe/recipe.yaml"
 RUN_ID = re.compile(r"^[0-9a-f]{4,32}$")
+#: facelab's run ids (``Run.id``, a UUID), as ``run.json`` holds them.
+FACELAB_RUN_ID = re.compile(r"^[0-9a-f-]{8,64}$")
 EXPECTED = ("expected an MLflow run id, a runs:/ or models:/ URI, a run's output folder "
             "(holding run.json), or a folder made by `facelab export` (model_spec.json and "
             "the model)")
@@ -144,6 +146,9 @@ def from_run_folder(folder: Path, tracking_uri: str | None = None) -> ModelSourc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FacelabError(f"{where}: cannot read the run ({type(exc).__name__}: {exc}); "
                            "expected the run.json facelab writes") from None
+    if not FACELAB_RUN_ID.match(str(facelab_id)):  # it goes into an MLflow search filter
+        raise FacelabError(f"{where}: id {facelab_id!r} is not a facelab run id; expected the "
+                           "run.json facelab writes")
     if status != FINISHED:
         raise FacelabError(f"{folder}: the run's status is {status}, not {FINISHED}; expected a "
                            f"finished run (resume it: `facelab run --resume {folder}`)")
