@@ -165,6 +165,7 @@ def test_table3_for_two_recipes_log_and_paper_diff(workdir, cli_runner, paper_re
 
 @pytest.mark.parametrize("args, expected", [
     (["nope.yaml"], "nope.yaml: recipe file not found"),
+    ([str(RECIPES)], "is a folder; expected a recipe .yaml file"),
     ([str(RECIPES / "quickstart.yaml"), "--set", "train.epochz=3"], "train.epochz"),
     ([str(RECIPES / "quickstart.yaml"), "--set", "train.epochs"], "train.epochs"),
     ([str(RECIPES / "quickstart.yaml"), "--batches", "0"], "--batches: "),

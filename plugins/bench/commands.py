@@ -108,7 +108,7 @@ def table3_sources(results: list) -> list[str]:
 
 @click.command()
 @click.argument("recipes", nargs=-1, required=True, metavar="RECIPE...",
-                type=click.Path(path_type=Path, dir_okay=False))
+                type=click.Path(path_type=Path))
 @SET
 @click.option("--epochs", metavar="N", help="N of Table 3's 'training time for N epochs' "
                                             "(default: the recipe's train.epochs).")

@@ -164,8 +164,6 @@ def load_bench_recipe(path: Path, overrides: Sequence[str], notes: list[str]):
 
     from facelab.recipe import load_recipe
 
-    if not Path(path).is_file():
-        raise FacelabError(f"{path}: recipe file not found")
     placed: list[str] = []
     try:
         while True:

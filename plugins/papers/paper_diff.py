@@ -42,7 +42,6 @@ from typing import Any
 import yaml
 
 from facelab.errors import FacelabError, did_you_mean
-from facelab.plugins.bench.record import ARTIFACT as BENCH_ARTIFACT
 from facelab.plugins.bench.record import BENCH_TAG, DEVICE_TAG
 from facelab.recipe import parse_yaml
 from facelab.results import efficiency_name, metric_name
@@ -358,12 +357,9 @@ def paper_diff(mlflow_client, run, paper_file: Path | None = None, row: str | No
         chosen = pick_row(paper, run.data.tags.get("facelab.recipe_path"),
                           run.data.tags.get("facelab.recipe"), row, str(path))
         metrics = _artifact_json(mlflow_client, run.info.run_id, "reports/metrics.json", work)
-        efficiency = _artifact_json(mlflow_client, run.info.run_id,
-                                    BENCH_ARTIFACT if is_bench_run(run)
-                                    else "reports/efficiency.json", work)
-        if is_bench_run(run) and efficiency:
-            efficiency = {"device": efficiency.get("device"),
-                          "epochs": (efficiency.get("table3") or {}).get("epochs")}
+        # a bench run's device and epochs are its tag and param (build reads them)
+        efficiency = None if is_bench_run(run) else _artifact_json(
+            mlflow_client, run.info.run_id, "reports/efficiency.json", work)
         tasks = list((metrics or {}).get("test") or {}) or _tasks_from_params(run)
         shown = paper_file if paper_file is not None else \
             run.data.tags.get("facelab.paper_file") or "recipe/paper.yaml (logged with the run)"
