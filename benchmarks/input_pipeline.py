@@ -12,12 +12,12 @@ In one process and interleaved rounds (so a noisy machine slows every pipeline a
 * reading: one epoch's batches consumed without a model, images/s at each size, with and
   without augmentation;
 * training: one ``fit`` epoch of the same compiled model fed by either pipeline (models built by
-  facelab from the quickstart, multitask-2023 config C (BKNet) and race-2025 with EfficientNet-B0,
+  facelab from the quickstart, multitask-2023 config B (BKNet) and race-2025 with EfficientNet-B0,
   ``weights: null``), seconds per image of facelab's over the plain pipeline's.
 
     python benchmarks/input_pipeline.py                 # 64, 128, 224 px; then the 3 models
     python benchmarks/input_pipeline.py --quick         # fewer images and rounds
-    python benchmarks/input_pipeline.py --sizes 224 --rounds 7 --no-training
+    python benchmarks/input_pipeline.py --sizes 224 --rounds 7 --no-training --augment off
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: (label, recipe, overrides): the models timed in training, each at its recipe's input size.
 MODELS = [
     ("quickstart (simple-cnn)", REPO / "recipes" / "quickstart.yaml", []),
-    ("multitask-2023 C (BKNet)", REPO / "recipes" / "multitask-2023" / "config-c.yaml", []),
+    ("multitask-2023 B (BKNet)", REPO / "recipes" / "multitask-2023" / "config-b.yaml", []),
     ("EfficientNet-B0", REPO / "recipes" / "race-2025" / "base.yaml",
      ["model.backbone.variant=b0", "model.backbone.weights=null",
       "data.detector.size=[64,64]"]),
@@ -152,12 +152,14 @@ def build_model(recipe_path: Path, overrides: list[str]):
     return compile_model(recipe, shape, tasks), shape, recipe.schema.train.batch_size, tasks
 
 
-def training(count: int, rounds: int) -> None:
+def training(count: int, rounds: int, only: list[str] | None) -> None:
     print(f"\ntraining: one fit epoch of {count} images, median of {rounds} interleaved rounds; "
           "ratio = facelab s/image / plain s/image")
     print(f"{'model':<26} {'input':>10} {'batch':>6} {'plain s':>8} {'identity':>9}"
           f" {'smote':>7}")
     for label, path, overrides in MODELS:
+        if only and not any(word.lower() in label.lower() for word in only):
+            continue
         model, shape, batch, tasks = build_model(path, overrides)
         images, labels = random_data(count, shape, {t: task.num_classes
                                                     for t, task in tasks.items()})
@@ -187,6 +189,9 @@ def main() -> None:
     parser.add_argument("--augment", choices=["off", "on", "both"], default="both",
                         help="reading without augmentation, with it, or both")
     parser.add_argument("--no-training", action="store_true", help="reading only")
+    parser.add_argument("--models", nargs="+", metavar="WORD",
+                        help="train only the models whose label has one of these words")
+    parser.add_argument("--no-reading", action="store_true", help="training only")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -199,10 +204,11 @@ def main() -> None:
     from facelab.evaluate import device_name
 
     print(f"device: {device_name()}, {os.cpu_count()} CPUs")
-    reading(args.sizes, scale, args.batch, rounds,
-            {"off": [False], "on": [True], "both": [False, True]}[args.augment])
+    if not args.no_reading:
+        reading(args.sizes, scale, args.batch, rounds,
+                {"off": [False], "on": [True], "both": [False, True]}[args.augment])
     if not args.no_training:
-        training(train_images, rounds)
+        training(train_images, rounds, args.models)
 
 
 if __name__ == "__main__":
