@@ -311,10 +311,12 @@ def test_mlflow_ui_in_a_real_browser(world, client):
             page.get_by_text("cbam", exact=True).first.wait_for(timeout=60_000)
             # the metrics table is rendered when scrolled to
             page.mouse.move(700, 600)
-            for _ in range(8):
+            metric = page.get_by_text("test/race/accuracy").first
+            for _ in range(60):  # below every parameter: scroll until it is rendered
+                if metric.count():
+                    break
                 page.mouse.wheel(0, 700)
                 page.wait_for_timeout(300)
-            metric = page.get_by_text("test/race/accuracy").first
             metric.wait_for(state="attached", timeout=60_000)
             metric.scroll_into_view_if_needed(timeout=30_000)
             metric.wait_for(timeout=60_000)
