@@ -26,11 +26,10 @@ from facelab.context import QuietProgress
 from facelab.errors import RunTerminated
 from facelab.modelspec import FILE as MODEL_SPEC_FILE
 from facelab.modelspec import model_spec
-from facelab.recipe import Recipe, check_keras_values
-from facelab.signals import stop_on_signals
-from facelab.results import Efficiency, RunResult, metrics_to_json
 from facelab.fairness import split_fairness
-from facelab.results import fairness_to_json
+from facelab.recipe import Recipe, check_keras_values
+from facelab.results import Efficiency, RunResult, fairness_to_json, metrics_to_json
+from facelab.signals import stop_on_signals
 from facelab.run import Run, new_output_dir, new_run_id, provenance_tags, run_label
 
 
