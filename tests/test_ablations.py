@@ -104,7 +104,8 @@ def test_the_factorial_race_ablation_runs_tiny(paper_dirs, shared_cache):
         # the dataset switched type: exactly the synthetic dataset's keys, none of utkface's
         dataset_keys = {k.split(".", 2)[2] for k in params if k.startswith("data.dataset.")}
         assert dataset_keys == {"type", *synthetic_fields}, dataset_keys
-    client = MlflowClient("sqlite:///mlflow.db")
+    # an absolute URI: MLflow caches one store per URI, so a relative one may point elsewhere
+    client = MlflowClient(f"sqlite:///{Path('mlflow.db').absolute()}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     (child,) = [r for r in runs if r.data.tags.get("facelab.sweep_role") == "child"]
     (parent,) = [r for r in runs if r.data.tags.get("facelab.sweep_role") == "parent"]

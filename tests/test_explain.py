@@ -151,8 +151,9 @@ def test_a_run_with_evaluate_explain_writes_overlays(explained_run):
             assert height > width > 200
     from mlflow import MlflowClient  # the MLflow plugin logs them after this observer
 
-    logged = MlflowClient("sqlite:///mlflow.db").list_artifacts(explained_run["run_id"],
-                                                                 "explain")
+    # an absolute URI: MLflow caches one store per URI, so a relative one may point elsewhere
+    store = f"sqlite:///{explained_run['folder'] / 'mlflow.db'}"
+    logged = MlflowClient(store).list_artifacts(explained_run["run_id"], "explain")
     assert sorted(a.path for a in logged) == ["explain/race_correct.png", "explain/race_wrong.png"]
 
 
