@@ -83,6 +83,8 @@ def tracking_uri(recipe_uri: str | None = None) -> str:
 def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # no "Downloading artifacts" bars in a run's terminal output (logging the model reads back)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for key, value in HTTP_LIMITS.items():
         os.environ.setdefault(key, value)
     import logging
