@@ -44,9 +44,19 @@ def first(tmp_path_factory, shared_cache):
 
 
 def test_two_runs_with_one_seed_give_identical_metrics(workdir, shared_cache, first):
+    import json
+
+    from facelab.results import Efficiency, fairness_from_json, metrics_from_json
     from facelab.runner import run_recipe
 
-    assert outcome(run_recipe(tiny(shared_cache))) == first
+    result = run_recipe(tiny(shared_cache))
+    assert outcome(result) == first
+    # the typed results survive their JSON files (what observers and later commands read back)
+    saved = {name: json.loads((result.output_dir / f"{name}.json").read_text())
+             for name in ("metrics", "fairness", "efficiency")}
+    assert metrics_from_json(saved["metrics"]) == result.metrics
+    assert fairness_from_json(saved["fairness"]) == result.fairness
+    assert Efficiency.from_json(saved["efficiency"]) == result.efficiency
 
 
 def test_the_preflight_changes_nothing_of_the_trained_model(workdir, shared_cache, first,
