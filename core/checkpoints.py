@@ -28,7 +28,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from facelab.errors import FacelabError
+from facelab.files import write_json
 
 #: The run's identity and status, in its output folder.
 RUN_FILE = "run.json"
@@ -52,30 +52,10 @@ RUNNING = "RUNNING"
 # run.json
 # --------------------------------------------------------------------------------------------
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     suffix=".tmp", delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    _write_text(path, json.dumps(value, indent=2, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
 def write_run_file(run, status: str = RUNNING) -> None:
     """``run.json`` for ``run`` (a :class:`facelab.run.Run`) with ``status``."""
     recipe = run.recipe
-    _write_json(Path(run.output_dir) / RUN_FILE, {
+    write_json(Path(run.output_dir) / RUN_FILE, {
         "id": run.id, "name": run.name, "status": status, "started": run.started,
         "tags": dict(run.tags), "resumed_from_epoch": run.resumed_from_epoch,
         "recipe": {"name": recipe.name, "digest": recipe.digest,
@@ -92,7 +72,7 @@ def set_status(folder: Path, status: str) -> None:
     except (OSError, ValueError):
         return
     info["status"] = status
-    _write_json(path, info)
+    write_json(path, info)
 
 
 @dataclass(frozen=True)
@@ -246,13 +226,13 @@ def save(folder: Path, model, state: dict[str, Any], best: bool) -> None:
     model.save(partial)
     digest = _sha256(partial)
     os.replace(partial, last)
-    _write_json(checkpoints / "last.json", {**state, "model": last.name, "model_sha256": digest})
+    write_json(checkpoints / "last.json", {**state, "model": last.name, "model_sha256": digest})
     if best:
         partial = checkpoints / ".best.partial.keras"
         shutil.copyfile(last, partial)
         os.replace(partial, checkpoints / "best.keras")
-        _write_json(checkpoints / "best.json",
-                    {**state, "model": "best.keras", "model_sha256": digest})
+        write_json(checkpoints / "best.json",
+                   {**state, "model": "best.keras", "model_sha256": digest})
 
 
 def clean_partials(folder: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab.data import Detector
+from facelab.files import write_bytes
 from facelab.images import UNREADABLE, UNREADABLE_IMAGE, read_rgb, skip_reason
 
 DROPPED = b"dropped"
@@ -79,24 +78,18 @@ class CropCache:
     def put(self, content_hash: str, crop: np.ndarray | None, status: str) -> None:
         base = self._path(content_hash)
         base.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(base.with_suffix(".status"), status.encode())
+        write_bytes(base.with_suffix(".status"), status.encode())
         if crop is None:
-            _atomic_write(base.with_suffix(".none"), DROPPED)
+            write_bytes(base.with_suffix(".none"), DROPPED)
         else:
             buffer = io.BytesIO()
             np.save(buffer, crop)
-            _atomic_write(base.with_suffix(".npy"), buffer.getvalue())
+            write_bytes(base.with_suffix(".npy"), buffer.getvalue())
 
 
 def _read_status(base: Path) -> str:
     status = base.with_suffix(".status")
     return status.read_text() if status.exists() else "cached"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)
 
 
 def file_hash(path: str) -> str:

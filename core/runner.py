@@ -11,9 +11,6 @@ continues a stopped run from its checkpoint.
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from facelab import checkpoints, distribute, signals
 from facelab.checkpoints import Checkpoint, StoredRun
 from facelab.context import QuietProgress
 from facelab.errors import RunTerminated
+from facelab.files import write_json, write_text
 from facelab.modelspec import FILE as MODEL_SPEC_FILE
 from facelab.modelspec import model_spec
 from facelab.fairness import split_fairness
@@ -47,27 +45,6 @@ def set_seed(seed: int) -> None:
     import keras
 
     keras.utils.set_random_seed(seed)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a file atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
-def write_json(path: Path, value) -> None:
-    """Write JSON atomically."""
-    write_text(path, json.dumps(value, indent=2, default=_json_default))
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] | None = None,

@@ -177,7 +177,7 @@ def bench(recipes: tuple[Path, ...], overrides: tuple[str, ...], epochs: str | N
         for line in table3_sources(only):
             _note(line)
     if json_file is not None:
-        from facelab.runner import write_json
+        from facelab.files import write_json
 
         write_json(json_file, {"device": results[0][1].device,
                                "recipes": [result.to_json() for _, result in results]})

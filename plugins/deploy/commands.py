@@ -15,6 +15,7 @@ from rich.text import Text
 
 from facelab.cli import console, err_console, quiet_tensorflow
 from facelab.errors import FacelabError
+from facelab.files import write_bytes
 from facelab.tables import PlainTable
 
 TRACKING_URI = click.option(
@@ -96,7 +97,7 @@ def predict(model: str, inputs: tuple[Path, ...], as_json: bool, csv_file: Path 
     else:
         console.print(_table(rows, source))
     if csv_file is not None:
-        predicting.atomic_write(csv_file, predicting.csv_bytes(rows))
+        write_bytes(csv_file, predicting.csv_bytes(rows))
         _note(f"wrote {csv_file} ({len(rows)} rows)")
     if annotate_dir is not None:
         names = predicting.annotation_names([f.file for f in result.faces], inputs)

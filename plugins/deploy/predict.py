@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab.errors import FacelabError
+from facelab.files import write_bytes
 from facelab.images import UNREADABLE, read_rgb
 from facelab.modelspec import ModelSpec
 
@@ -147,14 +146,6 @@ def predict_files(files: Iterable[Path], detector, runtime: Callable, spec: Mode
 # Outputs
 # --------------------------------------------------------------------------------------------
 
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)
-
-
 def csv_bytes(rows: list[dict]) -> bytes:
     buffer = io.StringIO()
     if rows:
@@ -196,7 +187,7 @@ def annotate(prediction: Prediction, spec: ModelSpec, folder: Path,
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         target = folder / names[file]
-        atomic_write(target, buffer.getvalue())
+        write_bytes(target, buffer.getvalue())
         written.append(target)
     return written
 

@@ -47,7 +47,7 @@ def read(output_dir: Path) -> dict[str, Any]:
 
 
 def _write(output_dir: Path, state: dict[str, Any]) -> None:
-    from facelab.runner import write_json
+    from facelab.files import write_json
 
     write_json(folder(output_dir) / STATE, state)
 
@@ -95,7 +95,7 @@ def add_metrics(output_dir: Path, step: int, metrics: dict[str, float]) -> None:
 
 def finish(run, result, outputs) -> None:
     """Keep the final metrics and (``tracking.log_model``) the trained model; status FINISHED."""
-    from facelab.runner import write_json
+    from facelab.files import write_json
 
     target = folder(run.output_dir)
     write_json(target / FINAL, {k: float(v) for k, v in result.final_metrics().items()

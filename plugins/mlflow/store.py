@@ -266,15 +266,12 @@ def _ui_state_path(uri: str) -> Path | None:
 
 def write_ui_state(uri: str, url: str, pid: int) -> Path | None:
     """Record the running UI's address (atomically); returns the file to remove on exit."""
-    import json
-    import tempfile
+    from facelab.files import write_json
 
     path = _ui_state_path(uri)
     if path is None:
         return None
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump({"url": url, "pid": pid, "store": uri}, f)
-    os.replace(f.name, path)
+    write_json(path, {"url": url, "pid": pid, "store": uri})
     return path
 
 

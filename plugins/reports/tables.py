@@ -40,7 +40,7 @@ def _csv(rows: list[dict], columns) -> str:
 
 @facelab.hookimpl
 def run_finished(run, result, outputs):
-    from facelab.runner import write_text
+    from facelab.files import write_text
 
     folder = run.output_dir / "reports"
     for split, tasks in result.metrics.items():

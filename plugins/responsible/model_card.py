@@ -61,7 +61,7 @@ def run_finished(run, result, outputs):
 def write_model_card(output_dir: str | Path) -> Path:
     """Render ``model_card.md`` from the files in the run's output folder and write it
     (atomically); returns its path. Files that are missing are reported as not recorded."""
-    from facelab.runner import write_text
+    from facelab.files import write_text
 
     folder = Path(output_dir)
     path = folder / CARD_FILE

@@ -316,7 +316,7 @@ def _count(result: TaskSensitivity, key: str) -> FlipCount | None:
 
 def write_outputs(report: SensitivityReport, folder: Path) -> list[Path]:
     """``sensitivity.json`` and ``sensitivity.png`` in ``folder`` (each written atomically)."""
-    from facelab.runner import write_json
+    from facelab.files import write_json
 
     write_json(folder / JSON_FILE, report.to_json())
     return [folder / JSON_FILE, plot(report, folder / FIGURE_FILE)]
