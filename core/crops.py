@@ -7,7 +7,7 @@ import io
 import json
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class CropResult:
     kept: np.ndarray  # bool (rows,)
     statuses: Counter
     detector_calls: int  # images the detector actually saw (0 when everything was cached)
+    row_statuses: list[str] = field(default_factory=list)  # every row's, in ``paths`` order
 
 
 class CropCache:
@@ -103,8 +104,13 @@ def crop_all(paths: list[str], detector: Detector, cache_dir: Path, progress) ->
     cache.remove_stale()
     crops: list[np.ndarray | None] = [None] * len(paths)
     statuses: Counter = Counter()
+    row_statuses: list[str] = [""] * len(paths)
     pending: dict[tuple[int, ...], list[tuple[int, str, np.ndarray]]] = defaultdict(list)
     calls = 0
+
+    def record(row: int, status: str) -> None:
+        statuses[status] += 1
+        row_statuses[row] = status
 
     def flush(shape: tuple[int, ...]) -> None:
         nonlocal calls
@@ -114,23 +120,23 @@ def crop_all(paths: list[str], detector: Detector, cache_dir: Path, progress) ->
         for (row, digest, _), result in zip(batch, results, strict=True):
             cache.put(digest, result.crop, result.status)
             crops[row] = result.crop
-            statuses[result.status] += 1
+            record(row, result.status)
 
     for row in progress.track(range(len(paths)), "detecting and cropping faces", total=len(paths)):
         try:
             digest = file_hash(paths[row])
         except OSError:
-            statuses[UNREADABLE_IMAGE] += 1
+            record(row, UNREADABLE_IMAGE)
             continue
         hit, crop, status = cache.get(digest)
         if hit:
             crops[row] = crop
-            statuses[status] += 1
+            record(row, status)
             continue
         try:
             image = read_rgb(paths[row])
         except UNREADABLE as exc:
-            statuses[skip_reason(exc)] += 1  # "unreadable image" or "image too large: ..."
+            record(row, skip_reason(exc))  # "unreadable image" or "image too large: ..."
             continue
         # mtcnn 1.0 returns wrong boxes for mixed-size batches, so batches hold one size only.
         pending[image.shape].append((row, digest, image))
@@ -147,4 +153,4 @@ def crop_all(paths: list[str], detector: Detector, cache_dir: Path, progress) ->
             raise ValueError(f"detector returned a crop of shape {crops[row].shape}, "
                              f"expected {shape}")
         images[i] = crops[row]
-    return CropResult(images, kept, statuses, calls)
+    return CropResult(images, kept, statuses, calls, row_statuses)

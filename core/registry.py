@@ -134,11 +134,12 @@ def _nested_model(annotation: Any) -> Any:
     return annotation
 
 
-def _per_params(value: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
-    """A fixed text as ``f(params) -> text``; a callable or None as it is."""
+def _per_params(value: Any, convert: Callable[[Any], Any] = str) -> Callable[..., Any] | None:
+    """A fixed value (``convert``-ed: a text, a tuple of names) as ``f(params) -> value``; a
+    callable or None as it is."""
     if value is None or callable(value):
         return value
-    return lambda params, fixed=str(value): fixed
+    return lambda params, fixed=convert(value): fixed
 
 
 class Registry:
@@ -163,12 +164,9 @@ class Registry:
             raise FacelabError(
                 f"duplicate {kind} {name!r}: registered by {existing.origin} and by {origin}")
         text = doc if doc is not None else inspect.getdoc(factory) or ""
-        if columns is not None and not callable(columns):
-            fixed = tuple(columns)
-            columns = lambda params, fixed=fixed: fixed  # noqa: E731
         self._components[kind][name] = Component(kind, name, factory, params, text, origin, tasks,
-                                                 columns, _per_params(licence),
-                                                 _per_params(citation))
+                                                 _per_params(columns, tuple),
+                                                 _per_params(licence), _per_params(citation))
 
     def get(self, kind: str, name: str, where: str | None = None) -> Component:
         if kind not in self._components:

@@ -72,7 +72,7 @@ def run_recipe(recipe: Recipe, *, name: str | None = None, tags: dict[str, str] 
                                                                     recipe.overrides)
         run = Run(id=new_run_id(), name=name,
                   output_dir=new_output_dir(recipe), recipe=recipe,
-                  tags=_run_tags(hooks, recipe, tags))
+                  tags=collect_tags(hooks, recipe, tags))
         with checkpoints.hold(run.output_dir):
             return _execute(run, data, ctx, callbacks, hooks, None)
 
@@ -168,8 +168,9 @@ def _execute(run: Run, data, ctx, callbacks, hooks, checkpoint: Checkpoint | Non
     return result
 
 
-def _run_tags(hooks, recipe: Recipe, extra: dict[str, str] | None) -> dict[str, str]:
-    """Provenance, then the plugins' tags, then the caller's, then the recipe's own."""
+def collect_tags(hooks, recipe: Recipe, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A run's tags: provenance, then the plugins' (``run_tags``), then the caller's, then the
+    recipe's own."""
     tags = provenance_tags(recipe)
     for answer in reversed(hooks.run_tags(recipe=recipe)):
         tags.update(answer or {})

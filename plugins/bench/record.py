@@ -21,12 +21,9 @@ def bench_tags(recipe, result) -> dict[str, str]:
     """A run's tags (provenance, then the plugins' ``run_tags``, then the recipe's own), and the
     bench's."""
     from facelab.manager import get_plugin_manager
-    from facelab.run import provenance_tags
+    from facelab.runner import collect_tags
 
-    tags = provenance_tags(recipe)
-    for answer in reversed(get_plugin_manager().hook.run_tags(recipe=recipe)):
-        tags.update(answer or {})
-    tags.update(recipe.schema.tracking.tags)
+    tags = collect_tags(get_plugin_manager().hook, recipe)
     tags.update({BENCH_TAG: "true", DEVICE_TAG: result.device})
     return tags
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import field_validator
 
 import facelab
+from facelab import fairness
 from facelab.data import NO_LABEL, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
 from facelab.images import image_problem, readable  # noqa: F401 - readable: older imports
@@ -79,8 +80,8 @@ def utkface_tasks(classes) -> dict[str, Task]:
     return {"race": Task("race", tuple(classes)), "gender": Task("gender", GENDERS)}
 
 
-#: Age bins for per-group reports: 0-19, 20-39, 40-59, 60+.
-AGE_BINS = [0, 20, 40, 60, 200]
+#: Edges of the ``age_group`` column: the fairness report's age groups (0-19, 20-39, 40-59, 60+).
+AGE_BINS = [*(first for first, _ in fairness.AGE_BINS), 200]
 
 
 #: Extra columns of the sample table, for ``evaluate.groups``.

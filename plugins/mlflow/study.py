@@ -135,12 +135,11 @@ def default_storage(mlflow_uri: str | None) -> str:
 
 
 def storage_url(sweep: Sweep, mlflow_uri: str | None) -> str:
-    """The sweep's storage (relative sqlite paths made absolute), else :func:`default_storage`."""
-    url = sweep.storage or default_storage(mlflow_uri)
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url[len(prefix):].startswith("/"):
-        url = prefix + str(Path(url[len(prefix):]).expanduser().absolute())
-    return url
+    """The sweep's storage (relative sqlite paths made absolute, as for the tracking store),
+    else :func:`default_storage`."""
+    from facelab.plugins.mlflow import tracking
+
+    return tracking.tracking_uri(sweep.storage) if sweep.storage else default_storage(mlflow_uri)
 
 
 def shown_url(url: str) -> str:
@@ -668,15 +667,10 @@ def objective_value(sweep: Sweep, recipe, outcome) -> float:
     """The trial's objective: ``objective.metric`` of its final metrics; by default the first
     task's test accuracy, or validation accuracy without a test split."""
     from facelab.errors import did_you_mean
-    from facelab.results import metric_name
+    from facelab.plugins.mlflow.comparison import headline_metric
 
     final = outcome.final_metrics()
-    metric = sweep.objective.metric
-    if metric is None:
-        task = recipe.tasks[0]
-        metric = metric_name("test", task, "accuracy")
-        if metric not in final:
-            metric = metric_name("val", task, "accuracy")
+    metric = sweep.objective.metric or headline_metric(final, recipe.tasks[0])
     if metric not in final:
         raise FacelabError(f"{sweep.where}: objective.metric: "
                            f"{did_you_mean(metric, final, what='metric')}")

@@ -149,7 +149,7 @@ def measure(recipe, data, predict: Callable[[np.ndarray], dict[str, np.ndarray]]
     ``data``: the run's prepared data (:func:`facelab.pipeline.prepare_data`); ``predict``:
     uint8 crops -> {task: predicted class}; ``detectors``: (label, resolved spec, detector).
     """
-    from facelab.crops import CropCache, crop_all, file_hash
+    from facelab.crops import crop_all
 
     rows = data.splits.plans["test"].base
     if len(rows) == 0:
@@ -163,9 +163,8 @@ def measure(recipe, data, predict: Callable[[np.ndarray], dict[str, np.ndarray]]
     report = SensitivityReport(run, recipe.detector.as_dict(), len(rows))
     for label, spec, detector in detectors:
         crops = crop_all(paths, detector, cache_dir, progress)
-        cache = CropCache(cache_dir, detector.cache_key())  # crop_all recorded every status
-        statuses = [cache.get(file_hash(p))[2] if kept else None
-                    for p, kept in zip(paths, crops.kept)]
+        statuses = [status if kept else None
+                    for status, kept in zip(crops.row_statuses, crops.kept)]
         with progress.phase(f"predicting on the crops of {label}"):
             predicted = predict(crops.images) if len(crops.images) else {}
         kept = crops.kept
