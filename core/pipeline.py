@@ -145,8 +145,10 @@ def augmentations(recipe: Recipe, ctx: BuildContext) -> list:
 def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext, *,
              augment: list | None = None, first_epoch: int = 0) -> dict:
     """tf.data pipelines for each split; augmentation (default: built from the recipe) on train
-    only, and only with ``train.augment_on: pipeline``; training shuffles as from epoch
-    ``first_epoch`` (0-based; a resumed run's)."""
+    only, and only with ``train.augment_on: pipeline``. The training set is endless (fit it
+    with ``steps_per_epoch``), shuffled pass after pass; a run resumed after ``first_epoch``
+    training epochs (of ``steps_per_epoch`` batches) continues where they stopped reading. The
+    others are one pass each."""
     labels = {task: data.labels(task) for task in recipe.tasks}
     if recipe.schema.train.augment_on != "pipeline":
         augment = []  # the training model applies it (build_models)
@@ -154,6 +156,9 @@ def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext, *,
         augment = augmentations(recipe, ctx)
     train = recipe.schema.train
     images = host_tensor(data.images)  # one host copy, shared by the splits' pipelines
+    per_pass = -(-len(data.splits.plans["train"]) // train.batch_size)
+    passes, read = divmod(first_epoch * steps_per_epoch(recipe, data), per_pass) \
+        if per_pass else (0, 0)
     out = {}
     for split in SPLITS:
         if len(data.splits.plans[split]) == 0:
@@ -163,8 +168,16 @@ def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext, *,
             images, labels, data.splits.plans[split],
             train.batch_size if is_train else recipe.schema.evaluate.batch_size,
             shuffle=is_train, seed=recipe.schema.seed, augment=augment if is_train else None,
-            first_epoch=first_epoch if is_train else 0)
+            first_epoch=passes if is_train else 0, first_batch=read if is_train else 0,
+            epochs=None if is_train else 1)
     return out
+
+
+def steps_per_epoch(recipe: Recipe, data: PreparedData) -> int:
+    """Training batches per epoch: ``train.steps_per_epoch``, or one pass over the training
+    plan."""
+    train = recipe.schema.train
+    return train.steps_per_epoch or -(-len(data.splits.plans["train"]) // train.batch_size)
 
 
 @dataclass(frozen=True)
@@ -235,11 +248,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best, self.wait = self.resumed
 
 
-def train(recipe: Recipe, model: keras.Model, sets: dict, callbacks: list, *,
+def train(recipe: Recipe, model: keras.Model, sets: dict, callbacks: list, *, steps: int,
           initial_epoch: int = 0, after: list = (),
           early_stopping: tuple[float | None, int] | None = None) -> tuple[dict, float]:
     """Fit from epoch ``initial_epoch`` (0-based: the epochs already done) to
-    ``train.epochs``; returns (the history of the epochs trained now, seconds).
+    ``train.epochs``, ``steps`` batches an epoch (``steps_per_epoch``); returns (the history of
+    the epochs trained now, seconds).
 
     ``callbacks`` run before early stopping, ``after`` after it (a checkpoint records whether
     early stopping ended training). ``early_stopping`` is a resumed run's (best validation
@@ -254,7 +268,7 @@ def train(recipe: Recipe, model: keras.Model, sets: dict, callbacks: list, *,
     # Our tf.data pipeline shuffles itself; Keras warns that its own shuffle flag is unused.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*", category=UserWarning)
     history = model.fit(sets["train"], validation_data=sets.get("val"), epochs=t.epochs,
-                        initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
+                        initial_epoch=initial_epoch, steps_per_epoch=steps,
                         callbacks=callbacks, verbose=0)
     return history.history, time.perf_counter() - start
 

@@ -206,7 +206,7 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
         if recipe.schema.train.checkpoints else []
     epochs = HookCallback(hooks, run, recipe.tasks)
     history, train_seconds = _train(recipe, models.training, sets, [*callbacks, epochs], keep,
-                                    checkpoint, output)
+                                    checkpoint, output, pipeline.steps_per_epoch(recipe, data))
     model = distribute.single_device(models.inference, recipe)
     write_json(output / "history.json", history)
     with ctx.progress.phase("evaluating"):
@@ -225,19 +225,20 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
 
 
 def _train(recipe: Recipe, model, sets: dict, callbacks: list, after: list,
-           checkpoint: Checkpoint | None, output: Path) -> tuple[dict, float]:
+           checkpoint: Checkpoint | None, output: Path, steps: int) -> tuple[dict, float]:
     """Fit, or, for a resumed run, fit the epochs its checkpoint had not done; returns the whole
     history and the training seconds, those before the interruption included."""
     from facelab import pipeline
 
     if checkpoint is None:
-        return pipeline.train(recipe, model, sets, callbacks, after=after)
+        return pipeline.train(recipe, model, sets, callbacks, steps=steps, after=after)
     history = {k: list(v) for k, v in checkpoint.history.items()}
     seconds = checkpoint.train_seconds
     train = recipe.schema.train
     if not checkpoint.stopped and checkpoint.epoch < train.epochs:
         more, more_seconds = pipeline.train(
-            recipe, model, sets, callbacks, initial_epoch=checkpoint.epoch, after=after,
+            recipe, model, sets, callbacks, steps=steps, initial_epoch=checkpoint.epoch,
+            after=after,
             early_stopping=(checkpoint.best_val_loss, checkpoint.epoch - (
                 checkpoint.best_epoch or checkpoint.epoch)))
         for key, values in more.items():

@@ -1,9 +1,12 @@
 """The tf.data input pipeline (``facelab.inputs.make_dataset``): SMOTE rows synthesised in TF ops
-equal imblearn's bit for bit; identity plans give the uint8 rows as float32 in each epoch's
-order; orders depend on the seed and epoch only, so a resumed pipeline continues the
-uninterrupted one; cardinality is known; augmentation runs only when given."""
+equal imblearn's bit for bit, also where a fused multiply-add would round differently; identity
+plans give the uint8 rows as float32 in each epoch's order; orders depend on the seed and epoch
+only (not on how often a set was iterated), so a resumed pipeline continues the uninterrupted
+one; cardinality is known; augmentation runs only when given."""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import keras
 import numpy as np
@@ -52,24 +55,54 @@ def test_smote_batches_equal_imblearn_bit_for_bit(shuffle):
     expected_x, expected_y = SMOTE(k_neighbors=3, random_state=11).fit_resample(
         images.reshape(len(images), -1).astype(np.float32), labels)
     assert plan.synthetic.sum() > len(images) // 2  # most of a batch is synthetic
-    dataset = make_dataset(images, {"race": labels}, plan, 16, shuffle=shuffle, seed=5)
-    order = epoch_order(len(plan), 5, 0) if shuffle else np.arange(len(plan))
-    for _ in range(2 if shuffle else 1):
-        x, y = epoch_of(dataset)
-        assert x.dtype == np.float32 and x.shape == (len(plan), *images.shape[1:])
-        assert np.array_equal(x.reshape(len(plan), -1), expected_x[order])  # not allclose
-        assert np.array_equal(y["race"], expected_y[order])
-        order = epoch_order(len(plan), 5, 1)
+    dataset = make_dataset(images, {"race": labels}, plan, 16, shuffle=shuffle, seed=5,
+                           epochs=2)
+    x, y = epoch_of(dataset)
+    assert x.dtype == np.float32 and x.shape == (2 * len(plan), *images.shape[1:])
+    for epoch in range(2):
+        order = epoch_order(len(plan), 5, epoch) if shuffle else np.arange(len(plan))
+        rows = slice(epoch * len(plan), (epoch + 1) * len(plan))
+        assert np.array_equal(x[rows].reshape(len(plan), -1), expected_x[order])  # not allclose
+        assert np.array_equal(y["race"][rows], expected_y[order])
+
+
+def fma_sensitive_cases(count: int, seed: int = 1) -> list[tuple[int, int, float]]:
+    """(start, end, step) pixels and steps where ``start + step * (end - start)`` rounds to a
+    different float32 when the multiply is fused into the add (one rounding, not two): the
+    exact value is put next to a float32 rounding midpoint."""
+    rng, cases = np.random.default_rng(seed), []
+    while len(cases) < count:
+        start, end = (int(v) for v in rng.integers(0, 256, 2))
+        if start == end:
+            continue
+        x = np.float32(start + (end - start) * rng.uniform())
+        midpoint = (Fraction(float(x)) + Fraction(float(np.nextafter(x, np.float32(512))))) / 2
+        step = float((midpoint - start) / (end - start))
+        separate = np.float32(np.float64(start) + np.float64(step) * np.float64(end - start))
+        fused = np.float32(float(start + Fraction(step) * (end - start)))
+        if 0 <= step < 1 and separate != fused:
+            cases.append((start, end, step))
+    return cases
+
+
+def test_synthetic_pixels_round_as_numpy_does_where_a_fused_multiply_add_would_not():
+    cases = fma_sensitive_cases(24)
+    images = np.repeat(np.arange(256, dtype=np.uint8), 2 * 2 * 3).reshape(256, 2, 2, 3)
+    plan = BalancePlan(np.array([c[0] for c in cases]), np.array([c[1] for c in cases]),
+                       np.array([c[2] for c in cases]))
+    x, _ = epoch_of(make_dataset(images, {"race": np.zeros(256, np.int64)}, plan, 8,
+                                 shuffle=False, seed=0))
+    assert np.array_equal(x.view(np.uint32), plan.materialize(images).view(np.uint32))
 
 
 def test_identity_plans_give_the_rows_as_float32_in_the_epochs_order():
     images, labels = tiny_images(4, n=50)
     gender = labels[::-1].copy()
-    dataset = make_dataset(host_tensor(images), {"race": labels, "gender": gender},
-                           BalancePlan.identity(50), 8, shuffle=True, seed=9)
     for epoch in range(2):
         order = epoch_order(50, 9, epoch)
-        x, y = epoch_of(dataset)
+        x, y = epoch_of(make_dataset(host_tensor(images), {"race": labels, "gender": gender},
+                                     BalancePlan.identity(50), 8, shuffle=True, seed=9,
+                                     first_epoch=epoch))
         assert np.array_equal(x, images[order].astype(np.float32))
         assert y["race"].dtype == np.int64
         assert np.array_equal(y["race"], labels[order])
@@ -85,17 +118,47 @@ def test_same_seed_and_epoch_give_the_same_batches_and_a_resumed_set_continues()
     images, labels = tiny_images(5)
     plan = smote_plan(images, labels, 2)
 
-    def epochs(seed: int, first_epoch: int, count: int) -> list[np.ndarray]:
+    def epochs(seed: int, first_epoch: int, count: int | None, take: int = 4
+               ) -> list[np.ndarray]:
         dataset = make_dataset(images, {"race": labels}, plan, 32, shuffle=True, seed=seed,
-                               first_epoch=first_epoch)
-        return [epoch_of(dataset)[0] for _ in range(count)]
+                               first_epoch=first_epoch, epochs=count)
+        batches = -(-len(plan) // 32)
+        x = epoch_of(dataset.take(batches * take))[0]
+        return np.split(x, len(x) // len(plan))
 
     uninterrupted = epochs(7, 0, 4)
+    assert len(uninterrupted) == 4
     assert all(np.array_equal(a, b) for a, b in zip(epochs(7, 0, 4), uninterrupted))
     assert not np.array_equal(uninterrupted[0], uninterrupted[1])  # each epoch reshuffles
     assert not np.array_equal(epochs(8, 0, 1)[0], uninterrupted[0])
     resumed = epochs(7, 2, 2)  # resumed after two epochs
     assert all(np.array_equal(a, b) for a, b in zip(resumed, uninterrupted[2:]))
+    endless = epochs(7, 0, None)  # training's set: epoch after epoch from one iterator
+    assert all(np.array_equal(a, b) for a, b in zip(endless, uninterrupted))
+
+
+def test_a_set_can_start_inside_an_epoch():
+    # a run resumed after epochs of train.steps_per_epoch batches, not whole passes
+    images, labels = tiny_images(5, n=40)
+
+    def stream(**start):
+        return make_dataset(images, {"race": labels}, BalancePlan.identity(40), 8,
+                            shuffle=True, seed=3, epochs=None, **start)
+
+    whole = epoch_of(stream().take(15))[0]  # 5 batches a pass
+    later = epoch_of(stream(first_epoch=1, first_batch=2).take(8))[0]
+    assert np.array_equal(later, whole[(5 + 2) * 8:])
+
+
+def test_every_iterator_of_a_set_starts_at_its_first_epoch():
+    # Keras under a tf.distribute strategy reads one batch from an iterator of its own before
+    # training; a set that counted its iterations would then start training an epoch ahead
+    images, labels = tiny_images(5, n=40)
+    dataset = make_dataset(images, {"race": labels}, BalancePlan.identity(40), 8,
+                           shuffle=True, seed=3, first_epoch=1, epochs=None)
+    next(iter(dataset))
+    x, _ = epoch_of(dataset.take(5))
+    assert np.array_equal(x, images[epoch_order(40, 3, 1)].astype(np.float32))
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -105,6 +168,10 @@ def test_cardinality_is_known(shuffle):
                            shuffle=shuffle, seed=0, augment=[keras.layers.RandomFlip(seed=1)])
     assert dataset.cardinality().numpy() == 3
     assert [len(x) for x, _ in dataset] == [16, 16, 13]
+    assert make_dataset(images, {"race": labels}, BalancePlan.identity(45), 16, shuffle=shuffle,
+                        seed=0, epochs=2).cardinality().numpy() == 6
+    assert make_dataset(images, {"race": labels}, BalancePlan.identity(45), 16, shuffle=shuffle,
+                        seed=0, epochs=None).cardinality().numpy() == tf.data.INFINITE_CARDINALITY
 
 
 def test_augmentation_runs_only_when_given():
