@@ -20,6 +20,11 @@ class RunTerminated(BaseException):
     """Raised in the main thread when the process gets SIGTERM during a run (like Ctrl-C)."""
 
 
+class RunStopped(Exception):
+    """Raised by an observer that stops a run on purpose (a sweep's pruner, from a training
+    callback): the run ends KILLED, as after Ctrl-C, not FAILED; the message says why."""
+
+
 def did_you_mean(name: str, known: Iterable[str], *, what: str) -> str:
     """``unknown backbone 'efficentnet'; did you mean 'efficientnet'? (known: ...)``"""
     known = sorted(known)

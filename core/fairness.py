@@ -87,6 +87,20 @@ def group_values(frame: pd.DataFrame, column: str, tasks: dict[str, Task]
     return text, None
 
 
+def group_arrays(frame: pd.DataFrame, task: str, requested: Sequence[str],
+                 tasks: dict[str, Task]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The group columns of ``task``'s fairness report (:func:`group_columns`): column -> each
+    row's group name (:func:`group_values`), and column -> why it cannot make groups."""
+    values, left_out = {}, {}
+    for column in group_columns(task, requested, tasks, list(frame.columns)):
+        named, reason = group_values(frame, column, tasks)
+        if named is None:
+            left_out[column] = reason
+        else:
+            values[column] = named
+    return values, left_out
+
+
 def levels(named: np.ndarray, column: str, tasks: dict[str, Task]) -> list[str]:
     """The group names present in ``named`` (``""`` left out), in class order for a task, age
     order for an age, else sorted."""
@@ -187,15 +201,8 @@ def task_fairness(frame: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, t
     frame = frame.reset_index(drop=True)[labelled]
     y_true, y_pred = y_true[labelled].astype(np.int64), y_pred[labelled].astype(np.int64)
     k = task.num_classes
-    columns = group_columns(task.name, requested, tasks, list(frame.columns))
-    values, left_out = {}, {}
-    for column in columns:
-        named, reason = group_values(frame, column, tasks)
-        if named is None:
-            left_out[column] = reason
-        else:
-            values[column] = named
-    columns = [c for c in columns if c in values]
+    values, left_out = group_arrays(frame, task.name, requested, tasks)
+    columns = list(values)
     overall, _ = score_group({}, confusion(y_true, y_pred, k), task.classes, resamples, rng,
                              min_group_size, confidence)
     groups, gaps = [], []

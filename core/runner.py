@@ -20,7 +20,7 @@ import numpy as np
 from facelab import checkpoints, distribute, signals
 from facelab.checkpoints import Checkpoint, StoredRun
 from facelab.context import QuietProgress
-from facelab.errors import RunTerminated
+from facelab.errors import RunStopped, RunTerminated
 from facelab.files import write_json, write_text
 from facelab.modelspec import FILE as MODEL_SPEC_FILE
 from facelab.modelspec import model_spec
@@ -149,7 +149,8 @@ def _execute(run: Run, data, ctx, callbacks, hooks, checkpoint: Checkpoint | Non
                 hooks.run_finished(run=run, result=result, outputs=outputs)
             signals.raise_if_stopping()
         except BaseException as exc:
-            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunTerminated)) else "FAILED"
+            stopped = (KeyboardInterrupt, RunTerminated, RunStopped)
+            status = "KILLED" if isinstance(exc, stopped) else "FAILED"
             # further Ctrl-C / SIGTERM wait until the failure is recorded and reported (the
             # tracking run ended with its artifacts), then are delivered
             with signals.deferred():

@@ -13,8 +13,8 @@ import scipy.io
 from facelab.context import BuildContext
 from facelab.errors import FacelabError
 from facelab.manager import get_registry
-from facelab.plugins.datasets import genki4k, imdb_wiki
-from facelab.plugins.datasets.imdb_wiki import AGE_CLASSES, ImdbWikiParams
+from facelab.plugins.datasets import imdb_wiki
+from facelab.plugins.datasets.imdb_wiki import AGE_CLASSES
 
 from fixtures_multitask import datenum, write_genki4k, write_imdb_wiki, write_mat
 

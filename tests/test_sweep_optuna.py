@@ -5,6 +5,7 @@ and the sweep file's one-line errors."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import sqlite3
@@ -182,7 +183,8 @@ def test_tpe_over_a_log_scaled_learning_rate(workdir, shared_cache):
 
 def test_a_pruner_stops_a_hopeless_trial(workdir, shared_cache):
     """A learning rate of 1e6 sends the validation loss far past the threshold after epoch 1:
-    the trial is PRUNED there (epoch 2 never runs) and its MLflow run ends KILLED, tagged."""
+    the trial is PRUNED there (epoch 2 never runs) and its run ends KILLED (MLflow and
+    run.json), tagged."""
     from facelab.plugins.mlflow import study as studies
     from facelab.plugins.mlflow import sweep as sweeps
 
@@ -197,6 +199,8 @@ def test_a_pruner_stops_a_hopeless_trial(workdir, shared_cache):
     assert list(trial.intermediate_values) == [1]
     client, (parent,), (child,) = mlflow_runs(workdir)
     assert child.info.status == "KILLED"
+    run_file = Path(child.data.tags["facelab.output_dir"]) / "run.json"
+    assert json.loads(run_file.read_text())["status"] == "KILLED"  # as in MLflow
     assert child.data.tags["facelab.optuna.state"] == "PRUNED"
     assert child.data.tags["facelab.error"].startswith("pruned after epoch 1")
     assert [m.step for m in client.get_metric_history(child.info.run_id, "epoch/val/loss")] == [1]

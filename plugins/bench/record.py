@@ -44,7 +44,7 @@ def bench_params(recipe, result) -> dict[str, str]:
 
 def log_result(recipe, result) -> str:
     """Log one bench result as a FINISHED MLflow run; returns its run id."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     from facelab.plugins.mlflow import tracking
@@ -61,10 +61,8 @@ def log_result(recipe, result) -> str:
     try:
         now = int(time.time() * 1000)
         metrics = [Metric(tracking._metric_key(k), v, now, 0) for k, v in result.metrics().items()]
-        params = [Param(k, v) for k, v in bench_params(recipe, result).items()]
-        client.log_batch(run_id, metrics=metrics)
-        for start in range(0, len(params), 100):  # MLflow takes 100 params per batch
-            client.log_batch(run_id, params=params[start:start + 100])
+        tracking.log_batches(client, run_id, params=bench_params(recipe, result),
+                             metrics=metrics)
         with tempfile.TemporaryDirectory(prefix="facelab-bench-") as folder:
             path = Path(folder) / Path(ARTIFACT).name
             path.write_text(json.dumps(result.to_json(), indent=2))

@@ -4,8 +4,8 @@ only by the box, so the two detectors are interchangeable in a recipe."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -68,3 +68,28 @@ def no_face(image: np.ndarray, params: FaceCropParams) -> Detection:
     height, width = image.shape[:2]
     return Detection(to_colour(resize(image, params.size), params.colour), KEPT,
                      box=(0, 0, width, height))
+
+
+#: A found face as detectors give it: at least ``box`` (x, y, width, height) and ``confidence``.
+Face = dict[str, Any]
+
+
+def best_face(image: np.ndarray, faces: list[Face], pick: str, params: FaceCropParams,
+              crop: Callable[[Face], Detection]) -> Detection:
+    """The training crop: ``crop`` of the most confident face (``pick: confidence``) or the
+    largest box (``largest``), the first on a tie; no face: :func:`no_face`."""
+    if not faces:
+        return no_face(image, params)
+    if pick == "largest":
+        return crop(max(faces, key=lambda face: face["box"][2] * face["box"][3]))
+    return crop(max(faces, key=lambda face: face["confidence"]))
+
+
+def every_face(image: np.ndarray, faces: list[Face], params: FaceCropParams,
+               crop: Callable[[Face], Detection]) -> list[Detection]:
+    """Every face (``facelab predict``), the most confident first, each cropped as
+    :func:`best_face` crops it; no face: the whole image (``no_face: keep``) or nothing."""
+    if not faces:
+        whole = no_face(image, params)
+        return [] if whole.crop is None else [whole]
+    return [crop(face) for face in sorted(faces, key=lambda face: -face["confidence"])]

@@ -14,7 +14,8 @@ import facelab
 from facelab.data import Detection
 from facelab.errors import FacelabError
 from facelab.images import channels
-from facelab.plugins.detectors.face_crop import FaceCropParams, face_detection, no_face
+from facelab.plugins.detectors.face_crop import (
+    Face, FaceCropParams, best_face, every_face, face_detection)
 
 #: How to get OpenCV when it is missing.
 OPENCV_EXTRA = "pip install 'facelab[detectors]'"
@@ -72,8 +73,9 @@ class HaarDetector:
                 "cascade_file": self.cascade_path.name, "cascade_sha256": digest,
                 "crop_version": 1, **self.params.model_dump(mode="json")}
 
-    def _faces(self, image: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
-        """Every face in one RGB image: (x, y, width, height) and its merged-detection count."""
+    def _faces(self, image: np.ndarray) -> list[Face]:
+        """Every face in one RGB image: its box (x, y, width, height) and, as its confidence,
+        its merged-detection count."""
         cv2, p = self.cv2, self.params
         if self._classifier is None:
             self._classifier = cv2.CascadeClassifier(str(self.cascade_path))
@@ -86,29 +88,22 @@ class HaarDetector:
         boxes, counts = self._classifier.detectMultiScale2(
             grey, scaleFactor=p.scale_factor, minNeighbors=p.min_neighbors,
             minSize=(p.min_face_size, p.min_face_size))
-        return [(tuple(int(v) for v in box), float(count)) for box, count in zip(boxes, counts)]
+        return [{"box": tuple(int(v) for v in box), "confidence": float(count)}
+                for box, count in zip(boxes, counts)]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
-        return [self._best(image) for image in images]
+        return [best_face(image, self._faces(image), self.params.pick, self.params,
+                          lambda face, image=image: self._crop(image, face))
+                for image in images]
 
     def detect_all(self, image: np.ndarray) -> list[Detection]:
         """Every face in one image, the most confident first, each cropped as ``detect`` crops
         its face; no face: the whole image (``no_face: keep``) or nothing."""
-        faces = sorted(self._faces(image), key=lambda face: -face[1])
-        if not faces:
-            whole = no_face(image, self.params)
-            return [] if whole.crop is None else [whole]
-        return [face_detection(image, box, count, self.params) for box, count in faces]
+        return every_face(image, self._faces(image), self.params,
+                          lambda face: self._crop(image, face))
 
-    def _best(self, image: np.ndarray) -> Detection:
-        faces = self._faces(image)
-        if not faces:
-            return no_face(image, self.params)
-        if self.params.pick == "largest":
-            box, count = max(faces, key=lambda face: face[0][2] * face[0][3])
-        else:
-            box, count = max(faces, key=lambda face: face[1])
-        return face_detection(image, box, count, self.params)
+    def _crop(self, image: np.ndarray, face: Face) -> Detection:
+        return face_detection(image, face["box"], face["confidence"], self.params)
 
 
 def build(params: HaarParams, ctx) -> HaarDetector:

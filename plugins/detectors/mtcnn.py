@@ -14,7 +14,7 @@ import facelab
 from facelab.data import Detection
 from facelab.images import channels
 from facelab.plugins.detectors.face_crop import (  # noqa: F401 (statuses, named by callers)
-    DROPPED, FACE, KEPT, FaceCropParams, face_detection, no_face)
+    DROPPED, FACE, KEPT, Face, FaceCropParams, best_face, every_face, face_detection)
 
 
 class MtcnnParams(FaceCropParams):
@@ -62,28 +62,18 @@ class MtcnnDetector:
         """Every face above ``min_confidence`` in one image, most confident first, each cropped as
         ``detect`` crops its face; no face: the whole image (``no_face: keep``) or nothing."""
         (faces,) = self._detector().detect_faces([image], min_face_size=self.params.min_face_size)
-        faces = self._confident(faces)
-        if not faces:
-            whole = no_face(image, self.params)
-            return [] if whole.crop is None else [whole]
-        faces.sort(key=lambda f: -f["confidence"])
-        return [self._crop(image, face) for face in faces]
+        return every_face(image, self._confident(faces), self.params,
+                          lambda face: self._crop(image, face))
 
-    def _confident(self, faces: list[dict]) -> list[dict]:
+    def _confident(self, faces: list[Face]) -> list[Face]:
         return [f for f in faces if f["confidence"] >= self.params.min_confidence]
 
-    def _best(self, image: np.ndarray, faces: list[dict]) -> Detection:
+    def _best(self, image: np.ndarray, faces: list[Face]) -> Detection:
         """The training crop: the most confident (or largest) face, else the no-face rule."""
-        faces = self._confident(faces)
-        if not faces:
-            return no_face(image, self.params)
-        if self.params.pick == "largest":
-            face = max(faces, key=lambda f: f["box"][2] * f["box"][3])
-        else:
-            face = max(faces, key=lambda f: f["confidence"])
-        return self._crop(image, face)
+        return best_face(image, self._confident(faces), self.params.pick, self.params,
+                         lambda face: self._crop(image, face))
 
-    def _crop(self, image: np.ndarray, face: dict) -> Detection:
+    def _crop(self, image: np.ndarray, face: Face) -> Detection:
         """One face: optional eye levelling, then the shared crop (margin, square, resize,
         colour mode)."""
         levelled = None

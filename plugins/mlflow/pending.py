@@ -133,7 +133,7 @@ def upload(output_dir: Path, uri: str | None = None) -> tuple[str, str]:
 
     tracking.quiet_mlflow()
     import mlflow
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
 
     resolved = tracking.tracking_uri(uri or state["uri"])
@@ -156,9 +156,7 @@ def upload(output_dir: Path, uri: str | None = None) -> tuple[str, str]:
                                    tags=tags).info.run_id
         state["mlflow_run_id"] = run_id
         _write(output_dir, state)  # a second sync goes on with this run
-    items = list((state.get("params") or {}).items())
-    for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=[Param(k, v) for k, v in items[start:start + 100]])
+    tracking.log_batches(client, run_id, params=state.get("params") or {})
     pending = folder(output_dir)
     if not state.get("datasets_logged") and (pending / DATASETS).is_dir():
         _log_datasets(run_id, pending / DATASETS)
@@ -172,8 +170,7 @@ def upload(output_dir: Path, uri: str | None = None) -> tuple[str, str]:
         now = int(time.time() * 1000)
         metrics += [Metric(tracking._metric_key(k), v, now, 0)
                     for k, v in json.loads((pending / FINAL).read_text()).items()]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    tracking.log_batches(client, run_id, metrics=metrics)
     if (pending / MODEL).is_file():
         _log_model(run_id, output_dir, pending / MODEL)
     tracking.log_outputs(output_dir, run_id)
@@ -192,6 +189,7 @@ def _log_datasets(run_id: str, datasets: Path) -> None:
     import mlflow.data
     import pandas as pd
 
+    from facelab.plugins.mlflow import tracking
     from facelab.plugins.mlflow.tracking import SPLIT_CONTEXT
 
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
@@ -202,9 +200,7 @@ def _log_datasets(run_id: str, datasets: Path) -> None:
                 dataset = mlflow.data.from_pandas(table, name=path.stem)
             mlflow.log_input(dataset, context=SPLIT_CONTEXT.get(path.stem, path.stem))
         # leave the run RUNNING: upload() ends it with the run's status
-        from mlflow.tracking import fluent
-
-        fluent._active_run_stack.get().pop()
+        tracking.detach_active_run(run_id)
 
 
 def _log_model(run_id: str, output_dir: Path, model_file: Path) -> None:
@@ -216,6 +212,7 @@ def _log_model(run_id: str, output_dir: Path, model_file: Path) -> None:
     from facelab.checkpoints import read_run
     from facelab.manager import import_keras_modules
     from facelab.modelspec import FILE
+    from facelab.plugins.mlflow import tracking
     from facelab.plugins.mlflow.tracking import pip_requirements
 
     import_keras_modules()
@@ -228,6 +225,4 @@ def _log_model(run_id: str, output_dir: Path, model_file: Path) -> None:
                                     metadata={"facelab": spec} if spec else None,
                                     extra_files=[str(spec_file)] if spec else None,
                                     tags={"facelab.recipe": recipe.name})
-        from mlflow.tracking import fluent
-
-        fluent._active_run_stack.get().pop()
+        tracking.detach_active_run(run_id)  # left RUNNING: upload() ends it

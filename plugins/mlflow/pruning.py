@@ -6,15 +6,20 @@ from __future__ import annotations
 import keras
 import optuna
 
-from facelab.errors import FacelabError
+from facelab.errors import FacelabError, RunStopped
 from facelab.results import epoch_metrics
+
+
+class TrialPruned(RunStopped, optuna.TrialPruned):
+    """Optuna's signal that a trial was pruned, which the runner ends as a stopped run (KILLED
+    in run.json and MLflow), not a failed one."""
 
 
 class ReportToOptuna(keras.callbacks.Callback):
     """After every epoch: ``trial.report(value, epoch)`` with ``metric``
     (``epoch/val/<task>/accuracy``); when ``trial.should_prune()``, training stops after this
-    epoch (so the run's observers still hear of it) and ``optuna.TrialPruned`` is raised when
-    training ends: the run ends as a failed run would, and the sweep marks it pruned."""
+    epoch (so the run's observers still hear of it) and :class:`TrialPruned` is raised when
+    training ends: the run ends KILLED, and the sweep marks it pruned."""
 
     def __init__(self, trial: optuna.Trial, metric: str, tasks: list[str]):
         super().__init__()
@@ -35,4 +40,4 @@ class ReportToOptuna(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.pruned:
-            raise optuna.TrialPruned(self.pruned)
+            raise TrialPruned(self.pruned)

@@ -28,7 +28,6 @@ loop beats it itself (:func:`heartbeat`).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import warnings
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from facelab.errors import FacelabError
-from facelab.plugins.mlflow.sweep import RECIPE_KEY, Sweep, checked_points, pruning_metric, \
+from facelab.plugins.mlflow.sweep import Sweep, checked_points, pruning_metric, \
     validate
 
 INSTALL = "pip install 'facelab[sweep]'"
@@ -580,8 +579,7 @@ class _Worker:
                 outcome = self.run(recipe, name=name, tags=tags, callbacks=extra)
             except optuna.TrialPruned as exc:
                 study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-                self.parent.call(_mark_child, study.study_name, number, "PRUNED", "KILLED",
-                                 str(exc))
+                self.parent.call(_mark_child, study.study_name, number, "PRUNED", str(exc))
                 return
             except (KeyboardInterrupt, RunTerminated):
                 # stopped by its worker's user or scheduler: failed, and enqueued again so
@@ -617,7 +615,7 @@ class _Worker:
         trial.set_user_attr(ERROR, error[:2000])
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         if number is not None:
-            self.parent.call(_mark_child, study.study_name, number, "FAIL", None, None)
+            self.parent.call(_mark_child, study.study_name, number, "FAIL", None)
 
 
 def suggest(trial, key: str, dimension) -> Any:
@@ -698,10 +696,8 @@ def _set_child_state(run_id: str, state: str) -> None:
     mlflow.MlflowClient().set_tag(run_id, STATE_TAG, state)
 
 
-def _mark_child(study_name: str, number: int, state: str, status: str | None,
-                error: str | None) -> None:
-    """Tag a trial's MLflow run with its Optuna state; ``status`` corrects the run's status (a
-    pruned run ended FAILED, as the runner ends any run that raised, and is KILLED)."""
+def _mark_child(study_name: str, number: int, state: str, error: str | None) -> None:
+    """Tag a trial's MLflow run with its Optuna state (and why, for a pruned trial)."""
     import mlflow
 
     child = _child_run(study_name, number)
@@ -711,8 +707,6 @@ def _mark_child(study_name: str, number: int, state: str, status: str | None,
     client.set_tag(child.info.run_id, STATE_TAG, state)
     if error:
         client.set_tag(child.info.run_id, "facelab.error", error)
-    if status:
-        client.set_terminated(child.info.run_id, status)
 
 
 def _end_lost_run(sweep: Sweep, trial) -> None:

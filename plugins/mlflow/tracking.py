@@ -350,13 +350,30 @@ def tag_text(value: Any) -> str:
 # Params and metrics
 # --------------------------------------------------------------------------------------------
 
+#: The most params and metrics MLflow takes in one ``log_batch`` call.
+PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
+
+
 def log_params(flat: dict[str, Any]) -> None:
+    """The active run's params, as text MLflow accepts."""
     import mlflow
 
-    params = {k: _param_text(v) for k, v in flat.items()}
-    items = list(params.items())
-    for start in range(0, len(items), 100):
-        mlflow.log_params(dict(items[start:start + 100]))
+    log_batches(mlflow.MlflowClient(), mlflow.active_run().info.run_id,
+                params={k: _param_text(v) for k, v in flat.items()})
+
+
+def log_batches(client, run_id: str, *, params: dict[str, str] | None = None,
+                metrics: list | None = None) -> None:
+    """``params`` and ``metrics`` (``mlflow.entities.Metric``) in as few ``log_batch`` calls as
+    MLflow's limits allow."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in (params or {}).items()]
+    for start in range(0, len(items), PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[start:start + PARAMS_PER_BATCH])
+    metrics = list(metrics or [])
+    for start in range(0, len(metrics), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[start:start + METRICS_PER_BATCH])
 
 
 def _param_text(value: Any) -> str:

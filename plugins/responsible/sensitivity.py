@@ -110,16 +110,13 @@ def found_face(status: str | None) -> bool:
 
 
 def task_groups(recipe, frame, task: str, tasks: dict) -> dict[str, np.ndarray]:
-    """The groups of the fairness report for ``task`` (:func:`facelab.fairness.group_columns`:
+    """The groups of the fairness report for ``task`` (:func:`facelab.fairness.group_arrays`:
     ``evaluate.groups``, the other tasks, an age in years as age groups), its own classes
     aside: column -> each row's group name (``""``: unknown)."""
-    from facelab.fairness import group_columns, group_values
+    from facelab.fairness import group_arrays
 
-    groups = {}
-    for column in group_columns(task, recipe.schema.evaluate.groups, tasks, list(frame.columns)):
-        named, _ = group_values(frame, column, tasks)  # None: too many values to make groups
-        if column != task and named is not None:
-            groups[column] = named
+    groups, _ = group_arrays(frame, task, recipe.schema.evaluate.groups, tasks)
+    groups.pop(task, None)
     return groups
 
 
