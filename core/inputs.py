@@ -120,7 +120,8 @@ def split_step(step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     For an integer difference ``d`` with ``|d| < 2**8`` both ``high * d`` and ``low * d`` are
     then exact, so ``high * d + low * d`` rounds once, to ``step * d`` as numpy rounds it,
     whether or not the compiler fuses a multiply into the add (XLA's CPU code generator does,
-    and a fused ``start + step * d`` rounds differently from numpy about once in 2**29 values).
+    and a fused ``start + step * d`` rounds differently from numpy next to float32 rounding
+    midpoints: rarely, but not never; see docs/scaling.md).
     """
     step = np.asarray(step)
     bits = np.dtype(f"int{step.dtype.itemsize * 8}")

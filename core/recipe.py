@@ -193,8 +193,9 @@ class TrainSection(Params):
     loss: dict[str, Any] = component_field(..., "loss component")
     early_stopping: int | None = field(None, "stop after this many epochs without val improvement",
                                        ge=1)
-    steps_per_epoch: int | None = field(None, "limit batches per epoch (default: the whole set)",
-                                        ge=1)
+    steps_per_epoch: int | None = field(
+        None, "batches per epoch (default: one pass over the training set); other values read "
+        "on through the shuffled passes", ge=1)
     checkpoints: bool = field(
         True, "after every epoch, keep checkpoints/last.* and best.* (lowest validation loss) in "
         "the output folder, so `facelab run --resume` can continue the run")

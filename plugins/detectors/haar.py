@@ -93,7 +93,7 @@ class HaarDetector:
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
         return [best_face(image, self._faces(image), self.params.pick, self.params,
-                          lambda face, image=image: self._crop(image, face))
+                          lambda face: self._crop(image, face))
                 for image in images]
 
     def detect_all(self, image: np.ndarray) -> list[Detection]:
