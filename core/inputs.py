@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -32,9 +35,13 @@ def make_dataset(images, labels: dict[str, np.ndarray], plan: BalancePlan,
     numbers per batch is mapped, in parallel and in order, to the batch: the plan's base rows
     gathered, its synthetic rows interpolated towards their neighbours in one XLA-compiled pass
     with ``BalancePlan.materialize``'s arithmetic (bit for bit imblearn's SMOTE rows), as float32;
-    a balanced set never exists whole in memory. Augmentation layers run on training batches
-    only, after the gather, in one sequential map (deterministic given the seed; the prefetch
-    still overlaps it with training).
+    a balanced set never exists whole in memory.
+
+    ``augment``: Keras layers applied after the gather. Keras's image-preprocessing layers (flip,
+    rotation, zoom, ... and ``keras.Sequential`` stacks of them) draw from seeds made of
+    ``seed``, the epoch and the batch's number, in the same parallel map: the same
+    augmentations every run, and after a resume. Other layers draw from their own seed
+    generators, in one sequential map after it.
 
     A shuffled set orders pass ``e`` (``first_epoch``, ``first_epoch + 1``, ...) with the seed
     ``seed + e``. The epoch is part of the data, not a count of how often the set was iterated:
@@ -44,16 +51,23 @@ def make_dataset(images, labels: dict[str, np.ndarray], plan: BalancePlan,
     run whose epochs were not whole passes); skipped as row numbers, never synthesised.
     """
     n = len(plan)
-    if shuffle:
-        rows = _shuffled_row_batches(n, batch_size, seed, first_epoch, epochs)
-    else:
-        rows = tf.data.Dataset.range(n).batch(batch_size).repeat(epochs)
     per_epoch = -(-n // batch_size)
+    rows = _row_batches(n, batch_size, seed if shuffle else None, first_epoch, epochs)
     rows = rows.skip(first_batch).apply(tf.data.experimental.assert_cardinality(
         tf.data.INFINITE_CARDINALITY if epochs is None else per_epoch * epochs - first_batch))
-    dataset = rows.map(_synthesiser(host_tensor(images), labels, plan),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if augment:
+    synthesise = _synthesiser(host_tensor(images), labels, plan)
+    seeded = _seeded_layers(augment) if augment else None
+
+    def batch(epoch, index, batch_rows):
+        x, y = synthesise(batch_rows)
+        if seeded:
+            # seeds of the batch's own (the seed, its epoch and number): batches are augmented
+            # in parallel, and a seed gives the same augmentations every run and resume
+            x = _augment(x, seeded, _batch_key(seed, epoch, index))
+        return x, y
+
+    dataset = rows.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment and seeded is None:
         layers = list(augment)
 
         def apply(x, y):
@@ -61,15 +75,16 @@ def make_dataset(images, labels: dict[str, np.ndarray], plan: BalancePlan,
                 x = layer(x, training=True)
             return x, y
 
-        # one sequential map: the layers' seed generators draw batch after batch in order, so
-        # a seed gives the same augmentations every run (a parallel map's draw order varies)
+        # layers that draw from their own seed generators: one sequential map, so the draws
+        # come batch after batch in order (a parallel map's draw order varies between runs)
         dataset = dataset.map(apply)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _shuffled_row_batches(n: int, batch_size: int, seed: int, first_epoch: int,
-                          epochs: int | None) -> tf.data.Dataset:
-    """Batches of plan rows, epoch after epoch from ``first_epoch``, each in its own order.
+def _row_batches(n: int, batch_size: int, seed: int | None, first_epoch: int,
+                 epochs: int | None) -> tf.data.Dataset:
+    """(epoch, batch number in the epoch, plan rows), epoch after epoch from ``first_epoch``;
+    with a ``seed``, each epoch's rows in the order ``seed + epoch`` draws, else in plan order.
 
     Only the permutation (8 bytes a row, once per epoch) crosses from numpy; the images never
     do. numpy's generator, not TF's, so an order is the same on every TensorFlow version.
@@ -79,12 +94,62 @@ def _shuffled_row_batches(n: int, batch_size: int, seed: int, first_epoch: int,
         np.random.default_rng(seed + int(epoch)).shuffle(order)
         return order
 
+    def batches(epoch):
+        order = tf.range(n, dtype=tf.int64) if seed is None else tf.ensure_shape(
+            tf.numpy_function(permutation, [epoch], tf.int64), [n])
+        numbered = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+        return numbered.map(lambda index, rows: (epoch, index, rows))
+
     numbers = (tf.data.Dataset.counter(first_epoch) if epochs is None
                else tf.data.Dataset.range(first_epoch, first_epoch + epochs))
-    orders = numbers.map(
-        lambda epoch: tf.ensure_shape(tf.numpy_function(permutation, [epoch], tf.int64), [n]))
-    return orders.flat_map(
-        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    return numbers.flat_map(batches)
+
+
+def _seeded_layers(layers: list) -> list | None:
+    """The augmentation layers as Keras image-preprocessing layers that draw from a seed they
+    are given (``get_random_transformation(x, training, seed)`` and ``transform_images``),
+    ``keras.Sequential`` stacks flattened; None if one of them cannot (it then draws from its
+    own seed generator)."""
+    flat = []
+    for layer in layers:
+        draw = getattr(layer, "get_random_transformation", None)
+        if draw is not None and hasattr(layer, "transform_images") \
+                and "seed" in inspect.signature(draw).parameters:
+            flat.append(layer)
+        elif isinstance(getattr(layer, "layers", None), list):  # a keras.Sequential
+            inner = _seeded_layers(layer.layers)
+            if inner is None:
+                return None
+            flat += inner
+        else:
+            return None
+    return flat
+
+
+def _batch_key(seed: int, epoch: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
+    return tf.random.experimental.stateless_fold_in(key, index)
+
+
+def _augment(x: tf.Tensor, layers: list, key: tf.Tensor) -> tf.Tensor:
+    seeds = _BatchSeeds(key)
+    for layer in layers:
+        x = layer.transform_images(
+            x, layer.get_random_transformation(x, training=True, seed=seeds), training=True)
+    return x
+
+
+class _BatchSeeds(keras.random.SeedGenerator):
+    """A batch's seeds for Keras's random layers, which draw through ``SeedGenerator.next``:
+    the batch's key folded with the number of the draw, without state. Not a real generator (no
+    ``SeedGenerator.__init__``, so no state variable a parallel map would share)."""
+
+    def __init__(self, key: tf.Tensor):  # the parent's __init__ makes the state variable
+        self.key, self.draws = key, 0
+
+    def next(self, ordered=True):
+        self.draws += 1  # counted while the map function is traced: a constant per draw
+        return tf.random.experimental.stateless_fold_in(self.key, self.draws)
 
 
 def _synthesiser(images: tf.Tensor, labels: dict[str, np.ndarray], plan: BalancePlan):

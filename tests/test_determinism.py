@@ -1,6 +1,7 @@
 """Same seed, same result on CPU, augmentation included: two quickstart runs (its random flip
-on) give identical metrics and histories; a run stopped after epoch 1 and resumed gives them too;
-the model preflight changes nothing of the trained model."""
+on, in the model or in the input pipeline) give identical metrics and histories; a run stopped
+after epoch 1 and resumed gives them too; the model preflight changes nothing of the trained
+model."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ TINY = ["data.dataset.count=200", "data.dataset.size=24", "data.detector.size=[2
         "tracking.enabled=false"]
 
 
-def tiny(cache):
+def tiny(cache, *more):
     from facelab.recipe import load_recipe
 
-    recipe = load_recipe(QUICKSTART, [*TINY, f"data.cache_dir={cache}"])
+    recipe = load_recipe(QUICKSTART, [*TINY, f"data.cache_dir={cache}", *more])
     assert recipe.augment, "the quickstart's augmentation is part of what is checked"
     return recipe
 
@@ -86,3 +87,21 @@ def test_a_resumed_run_reproduces_the_uninterrupted_one(workdir, shared_cache, f
     stored = checkpoints.read_run(folder)
     assert stored.status == "KILLED"
     assert outcome(resume_run(stored)) == first
+
+
+def test_augmentation_in_the_input_pipeline_repeats_and_resumes(workdir, shared_cache):
+    """``train.augment_on: pipeline``: the flip draws from each batch's own seeds, in the
+    parallel map that gathers the batch; two runs, and a stopped and resumed one, agree."""
+    from pathlib import Path
+
+    from facelab import checkpoints
+    from facelab.runner import resume_run, run_recipe
+
+    in_pipeline = "train.augment_on=pipeline"
+    once = outcome(run_recipe(tiny(shared_cache, in_pipeline, "output_dir=once")))
+    assert outcome(run_recipe(tiny(shared_cache, in_pipeline, "output_dir=twice"))) == once
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(tiny(shared_cache, in_pipeline, "output_dir=stopped"),
+                   callbacks=[StopAtEpoch2()])
+    (folder,) = Path("stopped").glob("quickstart-*")
+    assert outcome(resume_run(checkpoints.read_run(folder))) == once

@@ -189,6 +189,39 @@ def test_augmentation_runs_only_when_given():
     assert np.array_equal(y["race"], labels)
 
 
+def test_keras_image_layers_draw_per_batch_seeds_so_runs_and_resumes_repeat():
+    """Keras's image layers (and Sequential stacks of them, as ``random-crop`` builds) draw
+    from seeds of the seed, epoch and batch number, in the parallel map: fresh layers give the
+    same augmentations, a resumed stream the uninterrupted one's, another seed others."""
+    images, labels = tiny_images(8, n=40, side=8)
+
+    def stream(seed: int, **start) -> np.ndarray:
+        layers = [keras.layers.RandomFlip("horizontal"), keras.Sequential([
+            keras.layers.RandomTranslation(0.2, 0.2), keras.layers.RandomZoom(0.2)])]
+        dataset = make_dataset(images, {"race": labels}, BalancePlan.identity(40), 8,
+                               shuffle=True, seed=seed, augment=layers, epochs=None, **start)
+        return epoch_of(dataset.take(10 if not start else 3))[0]  # 5 batches a pass
+
+    first = stream(4)
+    assert np.array_equal(stream(4), first)
+    assert np.array_equal(stream(4, first_epoch=1, first_batch=2), first[7 * 8:])
+    assert not np.array_equal(stream(5)[:40], first[:40])
+    unaugmented = images[epoch_order(40, 4, 0)].astype(np.float32)
+    assert not np.array_equal(first[:40], unaugmented)
+    # the same rows in the next epoch are augmented anew
+    order = [epoch_order(40, 4, e) for e in range(2)]
+    again = first[40:][np.argsort(order[1])][order[0]]
+    assert not np.array_equal(again, first[:40])
+
+
+def test_layers_with_their_own_seed_generators_still_run():
+    images, labels = tiny_images(9, n=16, side=6)
+    noise = keras.layers.GaussianNoise(1.0, seed=1)  # no seed can be passed in
+    x, _ = epoch_of(make_dataset(images, {"race": labels}, BalancePlan.identity(16), 8,
+                                 shuffle=False, seed=0, augment=[noise]))
+    assert x.shape == (16, 6, 6, 3) and not np.array_equal(x, images.astype(np.float32))
+
+
 def test_images_stay_out_of_the_graph():
     """The images are captured by reference, not embedded as a constant in the map's graph
     (graphs stop at 2 GB; a numpy array captured by the function would be embedded)."""
