@@ -194,7 +194,8 @@ def run_finished(run, result, outputs):
 @hookspec
 def run_failed(run, status, error):
     """A run ended early: ``status`` is ``"FAILED"`` (an exception) or ``"KILLED"`` (Ctrl-C,
-    SIGTERM); ``error`` is the exception. The output folder holds what was written so far."""
+    SIGTERM, or ``facelab.errors.RunStopped``, raised by an observer that stops the run on
+    purpose); ``error`` is the exception. The output folder holds what was written so far."""
 
 
 @hookspec(firstresult=True)

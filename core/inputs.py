@@ -26,9 +26,9 @@ def host_tensor(images) -> tf.Tensor:
 
 def make_dataset(images, labels: dict[str, np.ndarray], plan: BalancePlan,
                  batch_size: int, *, shuffle: bool, seed: int, augment: list | None = None,
-                 first_epoch: int = 0, first_batch: int = 0, epochs: int | None = 1
+                 first_pass: int = 0, first_batch: int = 0, passes: int | None = 1
                  ) -> tf.data.Dataset:
-    """Batches of (float32 images in 0-255, {task: int64 labels}), for ``epochs`` passes over
+    """Batches of (float32 images in 0-255, {task: int64 labels}), for ``passes`` passes over
     the plan (None: endless; train with ``steps_per_epoch``).
 
     ``images``: the uint8 crops, a numpy array or ``host_tensor(images)``. A dataset of row
@@ -37,41 +37,52 @@ def make_dataset(images, labels: dict[str, np.ndarray], plan: BalancePlan,
     with ``BalancePlan.materialize``'s arithmetic (bit for bit imblearn's SMOTE rows), as float32;
     a balanced set never exists whole in memory.
 
-    ``augment``: Keras layers applied after the gather. Keras's image-preprocessing layers (flip,
-    rotation, zoom, ... and ``keras.Sequential`` stacks of them) draw from seeds made of
-    ``seed``, the epoch and the batch's number, in the same parallel map: the same
-    augmentations every run, and after a resume. Other layers draw from their own seed
-    generators, in one sequential map after it.
+    ``augment``: Keras layers applied in order after the gather. The leading ones that draw only
+    from a seed they are given (Keras's image-preprocessing layers: flip, rotation, zoom, ...,
+    and ``keras.Sequential`` stacks of them) draw from seeds made of ``seed``, the pass and the
+    batch's number, in the same parallel map: the same augmentations every run, and after a
+    resume. From the first layer that cannot on (RandAugment, keras-cv's, a layer with its own
+    seed generator), the layers run in one sequential map after it, drawing from their own
+    generators batch after batch.
 
-    A shuffled set orders pass ``e`` (``first_epoch``, ``first_epoch + 1``, ...) with the seed
-    ``seed + e``. The epoch is part of the data, not a count of how often the set was iterated:
-    every iterator starts at ``first_epoch`` (Keras makes an extra one to build a model under a
-    distribution strategy), and a run resumed after ``first_epoch`` epochs shuffles as the
-    uninterrupted run did. ``first_batch``: batches of the first epoch already read (a resumed
-    run whose epochs were not whole passes); skipped as row numbers, never synthesised.
+    A shuffled set orders pass ``p`` (``first_pass``, ``first_pass + 1``, ...) with the seed
+    ``seed + p``. The pass is part of the data, not a count of how often the set was iterated:
+    every iterator starts at ``first_pass`` (Keras makes an extra one to build a model under a
+    distribution strategy), so a resumed run reads on as the uninterrupted run did.
+    ``first_batch``: batches of the first pass already read (a resumed run whose epochs were not
+    whole passes); skipped as row numbers, never synthesised.
     """
     n = len(plan)
-    per_epoch = -(-n // batch_size)
-    rows = _row_batches(n, batch_size, seed if shuffle else None, first_epoch, epochs)
+    per_pass = batches_per_pass(n, batch_size)
+    total = None if passes is None else per_pass * passes
+    last = per_pass - 1 if total is None else total  # an endless set starts inside a pass
+    if (n == 0 and passes is None) or not 0 <= first_batch <= last:
+        raise ValueError(f"cannot start at batch {first_batch} of {n} rows in batches of "
+                         f"{batch_size}, {passes or 'endless'} passes")
+    rows = _row_batches(n, batch_size, seed if shuffle else None, first_pass, passes)
     rows = rows.skip(first_batch).apply(tf.data.experimental.assert_cardinality(
-        tf.data.INFINITE_CARDINALITY if epochs is None else per_epoch * epochs - first_batch))
-    synthesise = _synthesiser(host_tensor(images), labels, plan)
-    seeded = _seeded_layers(augment) if augment else None
+        tf.data.INFINITE_CARDINALITY if total is None else total - first_batch))
+    images = host_tensor(images)
+    synthesise = _synthesiser(images, labels, plan)
+    # the leading layers that draw only from a seed they are given run in the parallel map;
+    # from the first that cannot on, the layers run after it, in order
+    seeded, rest = [], list(augment or [])
+    while rest and (leaves := _seeded_leaves(rest[0], tuple(images.shape[1:]))) is not None:
+        seeded += leaves
+        rest.pop(0)
 
-    def batch(epoch, index, batch_rows):
+    def batch(number, index, batch_rows):
         x, y = synthesise(batch_rows)
         if seeded:
-            # seeds of the batch's own (the seed, its epoch and number): batches are augmented
+            # seeds of the batch's own (the seed, its pass and number): batches are augmented
             # in parallel, and a seed gives the same augmentations every run and resume
-            x = _augment(x, seeded, _batch_key(seed, epoch, index))
+            x = _augment(x, seeded, _batch_key(seed, number, index))
         return x, y
 
     dataset = rows.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if augment and seeded is None:
-        layers = list(augment)
-
+    if rest:
         def apply(x, y):
-            for layer in layers:
+            for layer in rest:
                 x = layer(x, training=True)
             return x, y
 
@@ -81,53 +92,73 @@ def make_dataset(images, labels: dict[str, np.ndarray], plan: BalancePlan,
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _row_batches(n: int, batch_size: int, seed: int | None, first_epoch: int,
-                 epochs: int | None) -> tf.data.Dataset:
-    """(epoch, batch number in the epoch, plan rows), epoch after epoch from ``first_epoch``;
-    with a ``seed``, each epoch's rows in the order ``seed + epoch`` draws, else in plan order.
+def batches_per_pass(rows: int, batch_size: int) -> int:
+    """Batches in one pass over ``rows`` plan rows, the last one partial."""
+    return -(-rows // batch_size)
 
-    Only the permutation (8 bytes a row, once per epoch) crosses from numpy; the images never
+
+def _row_batches(n: int, batch_size: int, seed: int | None, first_pass: int,
+                 passes: int | None) -> tf.data.Dataset:
+    """(pass, batch number in the pass, plan rows), pass after pass from ``first_pass``; with a
+    ``seed``, each pass's rows in the order ``seed + pass`` draws, else in plan order.
+
+    Only the permutation (8 bytes a row, once per pass) crosses from numpy; the images never
     do. numpy's generator, not TF's, so an order is the same on every TensorFlow version.
     """
-    def permutation(epoch):
+    def permutation(number):
         order = np.arange(n, dtype=np.int64)
-        np.random.default_rng(seed + int(epoch)).shuffle(order)
+        np.random.default_rng(seed + int(number)).shuffle(order)
         return order
 
-    def batches(epoch):
+    def batches(number):
         order = tf.range(n, dtype=tf.int64) if seed is None else tf.ensure_shape(
-            tf.numpy_function(permutation, [epoch], tf.int64), [n])
+            tf.numpy_function(permutation, [number], tf.int64), [n])
         numbered = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
-        return numbered.map(lambda index, rows: (epoch, index, rows))
+        return numbered.map(lambda index, rows: (number, index, rows))
 
-    numbers = (tf.data.Dataset.counter(first_epoch) if epochs is None
-               else tf.data.Dataset.range(first_epoch, first_epoch + epochs))
+    numbers = (tf.data.Dataset.counter(first_pass) if passes is None
+               else tf.data.Dataset.range(first_pass, first_pass + passes))
     return numbers.flat_map(batches)
 
 
-def _seeded_layers(layers: list) -> list | None:
-    """The augmentation layers as Keras image-preprocessing layers that draw from a seed they
-    are given (``get_random_transformation(x, training, seed)`` and ``transform_images``),
-    ``keras.Sequential`` stacks flattened; None if one of them cannot (it then draws from its
-    own seed generator)."""
-    flat = []
-    for layer in layers:
-        draw = getattr(layer, "get_random_transformation", None)
-        if draw is not None and hasattr(layer, "transform_images") \
-                and "seed" in inspect.signature(draw).parameters:
-            flat.append(layer)
-        elif isinstance(getattr(layer, "layers", None), list):  # a keras.Sequential
-            inner = _seeded_layers(layer.layers)
-            if inner is None:
-                return None
-            flat += inner
-        else:
-            return None
-    return flat
+def _seeded_leaves(layer, shape: tuple[int, ...]) -> list | None:
+    """``layer`` as Keras image-preprocessing layers that draw only from a seed they are given
+    (a ``keras.Sequential`` stack flattened), or None if it, or a layer of its stack, cannot."""
+    if isinstance(getattr(layer, "layers", None), list) \
+            and not hasattr(layer, "get_random_transformation"):  # a keras.Sequential
+        leaves = [_seeded_leaves(inner, shape) for inner in layer.layers]
+        return None if None in leaves else [leaf for part in leaves for leaf in part]
+    return [layer] if _draws_from_given_seed(layer, shape) else None
 
 
-def _batch_key(seed: int, epoch: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
+def _draws_from_given_seed(layer, shape: tuple[int, ...]) -> bool:
+    """Whether ``layer`` takes a seed (``get_random_transformation(x, training, seed)`` and
+    ``transform_images``) and draws from it alone: applied twice with one seed to a small batch
+    of ``shape`` images, it gives the same images and moves none of its own seed generators.
+    (Keras's RandAugment, AugMix and RandomColorJitter accept a seed but draw from their own
+    generators too.) The layer's variables are restored afterwards."""
+    draw = getattr(layer, "get_random_transformation", None)
+    if draw is None or not hasattr(layer, "transform_images") \
+            or "seed" not in inspect.signature(draw).parameters:
+        return False
+    saved = [variable.numpy() for variable in layer.variables]
+    x = tf.constant(np.random.default_rng(0).uniform(0, 255, (2, *shape)), tf.float32)
+    key = tf.constant([1, 2], tf.int64)
+    try:
+        first, second = (_augment(x, [layer], key).numpy() for _ in range(2))
+        moved = any(not np.array_equal(variable.numpy(), value)
+                    for variable, value in zip(layer.variables, saved))
+    except Exception:  # it cannot run this way: it runs as layer(x) in the sequential map
+        return False
+    finally:
+        for variable, value in zip(layer.variables, saved):
+            variable.assign(value)
+    return np.array_equal(first, second) and not moved
+
+
+def _batch_key(seed: int, number: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """A batch's random key: ``seed``, its pass ``number`` and its ``index`` in the pass."""
+    key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), number)
     return tf.random.experimental.stateless_fold_in(key, index)
 
 

@@ -17,7 +17,7 @@ from facelab.crops import crop_all
 from facelab.data import NO_LABEL, BalancePlan, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
 from facelab.evaluate import classification_metrics, group_accuracy
-from facelab.inputs import host_tensor, make_dataset
+from facelab.inputs import batches_per_pass, host_tensor, make_dataset
 from facelab.model import MaskedAccuracy, build_model
 from facelab.recipe import Recipe, build_keras_object
 from facelab.results import DataCounts, StageCounts, TaskMetrics
@@ -156,7 +156,7 @@ def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext, *,
         augment = augmentations(recipe, ctx)
     train = recipe.schema.train
     images = host_tensor(data.images)  # one host copy, shared by the splits' pipelines
-    per_pass = -(-len(data.splits.plans["train"]) // train.batch_size)
+    per_pass = batches_per_pass(len(data.splits.plans["train"]), train.batch_size)
     passes, read = divmod(first_epoch * steps_per_epoch(recipe, data), per_pass) \
         if per_pass else (0, 0)
     out = {}
@@ -168,8 +168,8 @@ def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext, *,
             images, labels, data.splits.plans[split],
             train.batch_size if is_train else recipe.schema.evaluate.batch_size,
             shuffle=is_train, seed=recipe.schema.seed, augment=augment if is_train else None,
-            first_epoch=passes if is_train else 0, first_batch=read if is_train else 0,
-            epochs=None if is_train else 1)
+            first_pass=passes if is_train else 0, first_batch=read if is_train else 0,
+            passes=None if is_train else 1)
     return out
 
 
@@ -177,7 +177,8 @@ def steps_per_epoch(recipe: Recipe, data: PreparedData) -> int:
     """Training batches per epoch: ``train.steps_per_epoch``, or one pass over the training
     plan."""
     train = recipe.schema.train
-    return train.steps_per_epoch or -(-len(data.splits.plans["train"]) // train.batch_size)
+    return train.steps_per_epoch or batches_per_pass(len(data.splits.plans["train"]),
+                                                     train.batch_size)
 
 
 @dataclass(frozen=True)

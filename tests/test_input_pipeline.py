@@ -56,7 +56,7 @@ def test_smote_batches_equal_imblearn_bit_for_bit(shuffle):
         images.reshape(len(images), -1).astype(np.float32), labels)
     assert plan.synthetic.sum() > len(images) // 2  # most of a batch is synthetic
     dataset = make_dataset(images, {"race": labels}, plan, 16, shuffle=shuffle, seed=5,
-                           epochs=2)
+                           passes=2)
     x, y = epoch_of(dataset)
     assert x.dtype == np.float32 and x.shape == (2 * len(plan), *images.shape[1:])
     for epoch in range(2):
@@ -102,7 +102,7 @@ def test_identity_plans_give_the_rows_as_float32_in_the_epochs_order():
         order = epoch_order(50, 9, epoch)
         x, y = epoch_of(make_dataset(host_tensor(images), {"race": labels, "gender": gender},
                                      BalancePlan.identity(50), 8, shuffle=True, seed=9,
-                                     first_epoch=epoch))
+                                     first_pass=epoch))
         assert np.array_equal(x, images[order].astype(np.float32))
         assert y["race"].dtype == np.int64
         assert np.array_equal(y["race"], labels[order])
@@ -121,7 +121,7 @@ def test_same_seed_and_epoch_give_the_same_batches_and_a_resumed_set_continues()
     def epochs(seed: int, first_epoch: int, count: int | None, take: int = 4
                ) -> list[np.ndarray]:
         dataset = make_dataset(images, {"race": labels}, plan, 32, shuffle=True, seed=seed,
-                               first_epoch=first_epoch, epochs=count)
+                               first_pass=first_epoch, passes=count)
         batches = -(-len(plan) // 32)
         x = epoch_of(dataset.take(batches * take))[0]
         return np.split(x, len(x) // len(plan))
@@ -143,10 +143,10 @@ def test_a_set_can_start_inside_an_epoch():
 
     def stream(**start):
         return make_dataset(images, {"race": labels}, BalancePlan.identity(40), 8,
-                            shuffle=True, seed=3, epochs=None, **start)
+                            shuffle=True, seed=3, passes=None, **start)
 
     whole = epoch_of(stream().take(15))[0]  # 5 batches a pass
-    later = epoch_of(stream(first_epoch=1, first_batch=2).take(8))[0]
+    later = epoch_of(stream(first_pass=1, first_batch=2).take(8))[0]
     assert np.array_equal(later, whole[(5 + 2) * 8:])
 
 
@@ -155,7 +155,7 @@ def test_every_iterator_of_a_set_starts_at_its_first_epoch():
     # training; a set that counted its iterations would then start training an epoch ahead
     images, labels = tiny_images(5, n=40)
     dataset = make_dataset(images, {"race": labels}, BalancePlan.identity(40), 8,
-                           shuffle=True, seed=3, first_epoch=1, epochs=None)
+                           shuffle=True, seed=3, first_pass=1, passes=None)
     next(iter(dataset))
     x, _ = epoch_of(dataset.take(5))
     assert np.array_equal(x, images[epoch_order(40, 3, 1)].astype(np.float32))
@@ -169,9 +169,9 @@ def test_cardinality_is_known(shuffle):
     assert dataset.cardinality().numpy() == 3
     assert [len(x) for x, _ in dataset] == [16, 16, 13]
     assert make_dataset(images, {"race": labels}, BalancePlan.identity(45), 16, shuffle=shuffle,
-                        seed=0, epochs=2).cardinality().numpy() == 6
+                        seed=0, passes=2).cardinality().numpy() == 6
     assert make_dataset(images, {"race": labels}, BalancePlan.identity(45), 16, shuffle=shuffle,
-                        seed=0, epochs=None).cardinality().numpy() == tf.data.INFINITE_CARDINALITY
+                        seed=0, passes=None).cardinality().numpy() == tf.data.INFINITE_CARDINALITY
 
 
 def test_augmentation_runs_only_when_given():
@@ -199,12 +199,12 @@ def test_keras_image_layers_draw_per_batch_seeds_so_runs_and_resumes_repeat():
         layers = [keras.layers.RandomFlip("horizontal"), keras.Sequential([
             keras.layers.RandomTranslation(0.2, 0.2), keras.layers.RandomZoom(0.2)])]
         dataset = make_dataset(images, {"race": labels}, BalancePlan.identity(40), 8,
-                               shuffle=True, seed=seed, augment=layers, epochs=None, **start)
+                               shuffle=True, seed=seed, augment=layers, passes=None, **start)
         return epoch_of(dataset.take(10 if not start else 3))[0]  # 5 batches a pass
 
     first = stream(4)
     assert np.array_equal(stream(4), first)
-    assert np.array_equal(stream(4, first_epoch=1, first_batch=2), first[7 * 8:])
+    assert np.array_equal(stream(4, first_pass=1, first_batch=2), first[7 * 8:])
     assert not np.array_equal(stream(5)[:40], first[:40])
     unaugmented = images[epoch_order(40, 4, 0)].astype(np.float32)
     assert not np.array_equal(first[:40], unaugmented)
@@ -214,12 +214,71 @@ def test_keras_image_layers_draw_per_batch_seeds_so_runs_and_resumes_repeat():
     assert not np.array_equal(again, first[:40])
 
 
-def test_layers_with_their_own_seed_generators_still_run():
-    images, labels = tiny_images(9, n=16, side=6)
-    noise = keras.layers.GaussianNoise(1.0, seed=1)  # no seed can be passed in
-    x, _ = epoch_of(make_dataset(images, {"race": labels}, BalancePlan.identity(16), 8,
-                                 shuffle=False, seed=0, augment=[noise]))
-    assert x.shape == (16, 6, 6, 3) and not np.array_equal(x, images.astype(np.float32))
+def test_layers_that_draw_from_their_own_generators_run_in_order_after_the_seeded_ones():
+    """RandAugment takes a seed argument but draws from its own generators too: it must not
+    join the parallel map (where its draws would come in a varying order), so two fresh
+    copies with one seed augment alike; a flip before it still takes the batch's seeds, and a
+    layer with no seed argument at all still runs."""
+    images, labels = tiny_images(9, n=32, side=8)
+
+    def epoch(*layers) -> np.ndarray:
+        return epoch_of(make_dataset(images, {"race": labels}, BalancePlan.identity(32), 8,
+                                     shuffle=True, seed=2, augment=list(layers)))[0]
+
+    def rand_augment():
+        return keras.layers.RandAugment(value_range=(0, 255), seed=1)
+
+    first = epoch(keras.layers.RandomFlip("horizontal"), rand_augment())
+    assert np.array_equal(epoch(keras.layers.RandomFlip("horizontal"), rand_augment()), first)
+    assert not np.array_equal(first, images[epoch_order(32, 2, 0)].astype(np.float32))
+    noise = epoch(keras.layers.GaussianNoise(1.0, seed=1))  # no seed can be passed in
+    assert noise.shape == (32, 8, 8, 3)
+    assert not np.array_equal(noise, images[epoch_order(32, 2, 0)].astype(np.float32))
+
+
+SEEDED = {
+    "flip": lambda: keras.layers.RandomFlip("horizontal"),
+    "rotation": lambda: keras.layers.RandomRotation(0.1),
+    "zoom": lambda: keras.layers.RandomZoom(0.1),
+    "translation": lambda: keras.layers.RandomTranslation(0.1, 0.1),
+    "contrast": lambda: keras.layers.RandomContrast(0.2),
+    "brightness": lambda: keras.layers.RandomBrightness(0.2, value_range=(0, 255)),
+    "a Sequential stack": lambda: keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1),
+                                                    keras.layers.RandomZoom(0.1)]),
+}
+OWN_GENERATORS = {
+    "RandAugment": lambda: keras.layers.RandAugment(value_range=(0, 255)),
+    "AugMix": lambda: keras.layers.AugMix(value_range=(0, 255)),
+    "RandomColorJitter": lambda: keras.layers.RandomColorJitter(value_range=(0, 255),
+                                                                brightness_factor=0.2),
+    "GaussianNoise": lambda: keras.layers.GaussianNoise(1.0),
+    "a Sequential with RandAugment": lambda: keras.Sequential([
+        keras.layers.RandomFlip(), keras.layers.RandAugment(value_range=(0, 255))]),
+}
+
+
+@pytest.mark.parametrize("name", [*SEEDED, *OWN_GENERATORS])
+def test_which_layers_take_the_batch_seeds_is_probed_without_side_effects(name):
+    from facelab.inputs import _seeded_leaves
+
+    layer = {**SEEDED, **OWN_GENERATORS}[name]()
+    before = [v.numpy() for v in layer.variables]
+    leaves = _seeded_leaves(layer, (8, 8, 3))
+    if name in SEEDED:
+        assert leaves is not None and len(leaves) == len(getattr(layer, "layers", [layer]))
+    else:
+        assert leaves is None  # it draws from its own generators: the sequential map
+    assert all(np.array_equal(v.numpy(), b) for v, b in zip(layer.variables, before))
+
+
+def test_a_set_that_cannot_start_is_refused():
+    images, labels = tiny_images(9, n=16, side=4)
+    for plan, start in ((BalancePlan.of_rows(np.array([], np.int64)), {}),
+                        (BalancePlan.identity(16), {"first_batch": 2}),
+                        (BalancePlan.identity(16), {"first_batch": -1})):
+        with pytest.raises(ValueError, match="cannot start at batch"):
+            make_dataset(images, {"race": labels}, plan, 8, shuffle=True, seed=0, passes=None,
+                         **start)
 
 
 def test_images_stay_out_of_the_graph():

@@ -322,3 +322,15 @@ def test_a_stopped_worker_puts_its_trial_back(workdir, shared_cache):
     assert not result.failed and result.trials[-1].retried_as == 2
     _, (parent,), _ = mlflow_runs(workdir)
     assert parent.info.status == "FINISHED"
+
+
+def test_a_pruned_run_is_tagged_with_why_not_as_a_sigterm():
+    """What the MLflow plugin writes as ``facelab.error`` when a run ends (also offline, where
+    the sweep cannot tag it afterwards)."""
+    from facelab.plugins.mlflow import describe
+    from facelab.plugins.mlflow.pruning import TrialPruned
+
+    reason = "pruned after epoch 3 (epoch/val/loss = 80.2)"
+    assert describe("KILLED", TrialPruned(reason)) == reason
+    assert describe("KILLED", KeyboardInterrupt()) == "interrupted (Ctrl-C)"
+    assert describe("FAILED", ValueError("bad")) == "ValueError: bad"

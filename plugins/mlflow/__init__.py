@@ -172,8 +172,12 @@ def run_failed(run, status, error):
 
 def describe(status: str, error: BaseException) -> str:
     """The ``facelab.error`` tag: what ended the run."""
+    from facelab.errors import RunStopped
+
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
+    if isinstance(error, RunStopped):  # stopped on purpose (a pruner): it says why
+        return str(error)
     if status == "KILLED":
         return "terminated (SIGTERM)"
     return f"{type(error).__name__}: {error}"

@@ -176,7 +176,8 @@ def use_experiment(uri: str | None, name: str):
 
 def detach_active_run(run_id: str | None) -> None:
     """Forget the active MLflow run ``run_id`` in this process without calling the store (it
-    failed): pop it from MLflow's stack of active runs and stop its system-metrics thread."""
+    failed, or is left RUNNING on purpose): pop it from MLflow's stack of active runs and stop
+    its system-metrics thread."""
     if run_id is None:
         return
     try:
