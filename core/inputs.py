@@ -97,6 +97,14 @@ def batches_per_pass(rows: int, batch_size: int) -> int:
     return -(-rows // batch_size)
 
 
+def rows_read(rows: int, batch_size: int, batches: int) -> int:
+    """Plan rows in the first ``batches`` batches of an endless set of ``rows`` rows (each pass
+    ends with a partial batch)."""
+    per_pass = batches_per_pass(rows, batch_size)
+    passes, rest = divmod(batches, per_pass) if per_pass else (0, 0)
+    return passes * rows + rest * batch_size
+
+
 def _row_batches(n: int, batch_size: int, seed: int | None, first_pass: int,
                  passes: int | None) -> tf.data.Dataset:
     """(pass, batch number in the pass, plan rows), pass after pass from ``first_pass``; with a

@@ -446,13 +446,14 @@ class Efficiency:
     non_trainable_params: int
     ram_mb: float
     train_seconds: float
-    epochs: int
-    train_samples: int
+    epochs: int  # epochs trained (fewer than the recipe's after early stopping)
+    train_samples: int  # rows of the training set (its plan, synthetic rows included)
     batch_size: int
     images_timed: int
     ms_per_image: float
     fps: float
     replicas: int = 1  # devices training ran on (train.distribute); 1 in runs before it
+    train_images: int = 0  # images the training steps read in all; 0 in runs before it
 
     #: fields logged as metrics (the rest describe the measurement)
     LOGGED = ("total_params", "trainable_params", "ram_mb", "ms_per_image", "fps",

@@ -216,7 +216,7 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
         metrics = {split: pipeline.evaluate_split(recipe, data, split, p)
                    for split, p in probs.items()}
         efficiency = _efficiency(recipe, model, data, train_seconds,
-                                 strategy.num_replicas_in_sync)
+                                 strategy.num_replicas_in_sync, len(history.get("loss", [])))
         fairness = {split: split_fairness(recipe, data, split, p) for split, p in probs.items()}
     write_json(output / "metrics.json", metrics_to_json(metrics))
     write_json(output / "efficiency.json", efficiency.to_json())
@@ -254,13 +254,16 @@ def _train(recipe: Recipe, model, sets: dict, callbacks: list, after: list,
     return history, seconds
 
 
-def _efficiency(recipe: Recipe, model, data, train_seconds: float, replicas: int
-                ) -> Efficiency:
+def _efficiency(recipe: Recipe, model, data, train_seconds: float, replicas: int,
+                epochs: int) -> Efficiency:
+    from facelab import pipeline
     from facelab.evaluate import device_name, inference_speed
+    from facelab.inputs import rows_read
     from facelab.model import parameter_counts, ram_mb
 
     counts = parameter_counts(model)
     size = recipe.schema.evaluate.batch_size
+    train_plan = data.splits.plans["train"]
     plan = data.example_plan()
     rows = np.resize(np.arange(len(plan)), size)
     speed = inference_speed(model, plan.materialize(data.images, rows),
@@ -269,8 +272,9 @@ def _efficiency(recipe: Recipe, model, data, train_seconds: float, replicas: int
                       trainable_params=counts["trainable"],
                       non_trainable_params=counts["non_trainable"],
                       ram_mb=ram_mb(counts["total"]), train_seconds=train_seconds,
-                      epochs=recipe.schema.train.epochs,
-                      train_samples=len(data.splits.plans["train"]), replicas=replicas,
+                      epochs=epochs, train_samples=len(train_plan), replicas=replicas,
+                      train_images=rows_read(len(train_plan), recipe.schema.train.batch_size,
+                                             epochs * pipeline.steps_per_epoch(recipe, data)),
                       **speed)
 
 

@@ -58,6 +58,9 @@ def test_two_runs_with_one_seed_give_identical_metrics(workdir, shared_cache, fi
     assert metrics_from_json(saved["metrics"]) == result.metrics
     assert fairness_from_json(saved["fairness"]) == result.fairness
     assert Efficiency.from_json(saved["efficiency"]) == result.efficiency
+    # two whole passes over the training set: its rows twice
+    assert result.efficiency.epochs == 2
+    assert result.efficiency.train_images == 2 * result.efficiency.train_samples
 
 
 def test_the_preflight_changes_nothing_of_the_trained_model(workdir, shared_cache, first,

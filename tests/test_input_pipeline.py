@@ -150,6 +150,16 @@ def test_a_set_can_start_inside_an_epoch():
     assert np.array_equal(later, whole[(5 + 2) * 8:])
 
 
+@pytest.mark.parametrize("rows, batches", [(40, 12), (42, 7), (42, 6), (5, 3)])
+def test_rows_read_counts_what_an_endless_set_gives(rows, batches):
+    from facelab.inputs import rows_read
+
+    images, labels = tiny_images(5, n=rows, side=2)
+    dataset = make_dataset(images, {"race": labels}, BalancePlan.identity(rows), 8,
+                           shuffle=True, seed=0, passes=None)
+    assert rows_read(rows, 8, batches) == sum(len(x) for x, _ in dataset.take(batches))
+
+
 def test_every_iterator_of_a_set_starts_at_its_first_epoch():
     # Keras under a tf.distribute strategy reads one batch from an iterator of its own before
     # training; a set that counted its iterations would then start training an epoch ahead

@@ -419,5 +419,11 @@ def _efficiency(e: dict[str, Any] | None) -> str:
     return (f"{e['total_params']:,} parameters ({e['trainable_params']:,} trainable), "
             f"{e['ram_mb']:.2f} MB of weights (float32); {e['ms_per_image']:.2f} ms per image, "
             f"{e['fps']:.0f} images per second at batch {e['batch_size']} on {e['device']}; "
-            f"training: {e['epochs']} epochs of {e['train_samples']} samples, "
-            f"{e['train_seconds']:.1f} s.")
+            f"training: {_training(e)}, {e['train_seconds']:.1f} s.")
+
+
+def _training(e: dict[str, Any]) -> str:
+    if not e.get("train_images"):  # a run before facelab counted the images read
+        return f"{e['epochs']} epochs of {e['train_samples']} samples"
+    return (f"{e['epochs']} epochs, {e['train_images']:,} images read from "
+            f"{e['train_samples']:,} training samples")
