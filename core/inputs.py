@@ -97,11 +97,17 @@ def batches_per_pass(rows: int, batch_size: int) -> int:
     return -(-rows // batch_size)
 
 
+def position(rows: int, batch_size: int, batches: int) -> tuple[int, int]:
+    """(pass, batch in that pass) after ``batches`` batches of an endless set of ``rows`` rows:
+    where a run resumed after them reads on (``first_pass``, ``first_batch``)."""
+    per_pass = batches_per_pass(rows, batch_size)
+    return divmod(batches, per_pass) if per_pass else (0, 0)
+
+
 def rows_read(rows: int, batch_size: int, batches: int) -> int:
     """Plan rows in the first ``batches`` batches of an endless set of ``rows`` rows (each pass
     ends with a partial batch)."""
-    per_pass = batches_per_pass(rows, batch_size)
-    passes, rest = divmod(batches, per_pass) if per_pass else (0, 0)
+    passes, rest = position(rows, batch_size, batches)
     return passes * rows + rest * batch_size
 
 

@@ -17,7 +17,7 @@ from facelab.crops import crop_all
 from facelab.data import NO_LABEL, BalancePlan, SampleTable, Task
 from facelab.errors import FacelabError, did_you_mean
 from facelab.evaluate import classification_metrics, group_accuracy
-from facelab.inputs import batches_per_pass, host_tensor, make_dataset
+from facelab.inputs import batches_per_pass, host_tensor, make_dataset, position
 from facelab.model import MaskedAccuracy, build_model
 from facelab.recipe import Recipe, build_keras_object
 from facelab.results import DataCounts, StageCounts, TaskMetrics
@@ -156,9 +156,8 @@ def datasets(recipe: Recipe, data: PreparedData, ctx: BuildContext, *,
         augment = augmentations(recipe, ctx)
     train = recipe.schema.train
     images = host_tensor(data.images)  # one host copy, shared by the splits' pipelines
-    per_pass = batches_per_pass(len(data.splits.plans["train"]), train.batch_size)
-    passes, read = divmod(first_epoch * steps_per_epoch(recipe, data), per_pass) \
-        if per_pass else (0, 0)
+    passes, read = position(len(data.splits.plans["train"]), train.batch_size,
+                            first_epoch * steps_per_epoch(recipe, data))
     out = {}
     for split in SPLITS:
         if len(data.splits.plans[split]) == 0:

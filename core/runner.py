@@ -206,8 +206,9 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
     keep = [CheckpointCallback(output, augment, checkpoint)] \
         if recipe.schema.train.checkpoints else []
     epochs = HookCallback(hooks, run, recipe.tasks)
+    steps = pipeline.steps_per_epoch(recipe, data)
     history, train_seconds = _train(recipe, models.training, sets, [*callbacks, epochs], keep,
-                                    checkpoint, output, pipeline.steps_per_epoch(recipe, data))
+                                    checkpoint, output, steps)
     model = distribute.single_device(models.inference, recipe)
     write_json(output / "history.json", history)
     with ctx.progress.phase("evaluating"):
@@ -216,7 +217,8 @@ def _train_and_evaluate(run: Run, data, ctx, callbacks, hooks, references: dict[
         metrics = {split: pipeline.evaluate_split(recipe, data, split, p)
                    for split, p in probs.items()}
         efficiency = _efficiency(recipe, model, data, train_seconds,
-                                 strategy.num_replicas_in_sync, len(history.get("loss", [])))
+                                 strategy.num_replicas_in_sync, len(history.get("loss", [])),
+                                 steps)
         fairness = {split: split_fairness(recipe, data, split, p) for split, p in probs.items()}
     write_json(output / "metrics.json", metrics_to_json(metrics))
     write_json(output / "efficiency.json", efficiency.to_json())
@@ -255,8 +257,7 @@ def _train(recipe: Recipe, model, sets: dict, callbacks: list, after: list,
 
 
 def _efficiency(recipe: Recipe, model, data, train_seconds: float, replicas: int,
-                epochs: int) -> Efficiency:
-    from facelab import pipeline
+                epochs: int, steps_per_epoch: int) -> Efficiency:
     from facelab.evaluate import device_name, inference_speed
     from facelab.inputs import rows_read
     from facelab.model import parameter_counts, ram_mb
@@ -274,7 +275,7 @@ def _efficiency(recipe: Recipe, model, data, train_seconds: float, replicas: int
                       ram_mb=ram_mb(counts["total"]), train_seconds=train_seconds,
                       epochs=epochs, train_samples=len(train_plan), replicas=replicas,
                       train_images=rows_read(len(train_plan), recipe.schema.train.batch_size,
-                                             epochs * pipeline.steps_per_epoch(recipe, data)),
+                                             epochs * steps_per_epoch),
                       **speed)
 
 

@@ -61,9 +61,10 @@ def predict(model: str, inputs: tuple[Path, ...], as_json: bool, csv_file: Path 
     """Find every face in photos, crop it as the model's training did, classify it for every task.
 
     MODEL is an MLflow run id (or a unique prefix), a runs:/ or models:/ URI, a finished run's
-    output folder, or a folder made by `facelab export` (any format). The model's spec gives its tasks, class names, input size and
-    detector, so a model moved to another machine predicts the same. Folders are searched
-    recursively for jpg, jpeg, png, bmp and webp files; other files are skipped and counted.
+    output folder, or a folder made by `facelab export` (any format). The model's spec gives its
+    tasks, class names, input size and detector, so a model moved to another machine predicts the
+    same. Folders are searched recursively for jpg, jpeg, png, bmp and webp files; other files are
+    skipped and counted.
 
     \b
     Example:
@@ -153,11 +154,11 @@ def export(model: str, fmt: str, output: Path, images: tuple[Path, ...],
            tolerance: float | None, uri: str | None) -> None:
     """Export a trained model for inference and check it against the Keras model.
 
-    MODEL is an MLflow run id, a runs:/ or models:/ URI, a finished run's output folder, or a
-    keras export folder. The export holds the network only (no optimizer, loss or metrics) and
-    model_spec.json. It is reloaded with its own runtime (Keras, TensorFlow, the TFLite interpreter, onnxruntime) and compared
-    with the Keras model on real face crops; beyond the format's tolerance nothing is written
-    and the exit code is 1.
+    MODEL is an MLflow run id, a runs:/ or models:/ URI, a finished run's output folder, or a keras
+    export folder. The export holds the network only (no optimizer, loss or metrics) and
+    model_spec.json. It is reloaded with its own runtime (Keras, TensorFlow, the TFLite
+    interpreter, onnxruntime) and compared with the Keras model on real face crops; beyond the
+    format's tolerance nothing is written and the exit code is 1.
 
     \b
     Example:

@@ -455,11 +455,12 @@ def run_study(sweep: Sweep, *, run: Callable[..., Any] | None = None,
 
     ``run(recipe, name=, tags=, callbacks=)`` runs one trial (default:
     :func:`facelab.runner.run_recipe`) and returns its :class:`facelab.results.RunResult`;
-    ``callbacks(recipe)`` gives extra Keras callbacks (progress bars); ``on_start(number,
-    size, name)`` is told before each trial; ``recipes`` are the checked points' recipes when
-    the caller validated them already (:func:`facelab.plugins.mlflow.sweep.validate`). A failing trial is recorded (Optuna FAIL, MLflow
-    FAILED) and the worker goes on; Ctrl-C and SIGTERM stop the worker: its trial is enqueued
-    again for another worker. Raises :class:`SweepFailed` at the end if trials were lost.
+    ``callbacks(recipe)`` gives extra Keras callbacks (progress bars); ``on_start(number, size,
+    name)`` is told before each trial; ``recipes`` are the checked points' recipes when the caller
+    validated them already (:func:`facelab.plugins.mlflow.sweep.validate`). A failing trial is
+    recorded (Optuna FAIL, MLflow FAILED) and the worker goes on; Ctrl-C and SIGTERM stop the
+    worker: its trial is enqueued again for another worker. Raises :class:`SweepFailed` at the end
+    if trials were lost.
     """
     from facelab.errors import RunTerminated
     from facelab.plugins.mlflow import tracking

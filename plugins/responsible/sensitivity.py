@@ -398,13 +398,13 @@ def sensitivity(run_ref: str, detectors: tuple[str, ...], batch_size: int, as_js
     """How much a run's predictions depend on its face detector.
 
     RUN is a finished run's output folder, its MLflow run id, or any MODEL of `facelab predict`
-    that knows its training recipe. Its test images (the same split, rebuilt from its recipe)
-    are cropped by each --detector and classified by the run's model; per detector it reports
-    the faces found, the accuracy, and the flip rate: the share of test faces whose predicted
-    class differs from the prediction on the run's own detector's crop, overall, per true class
-    and per group (the fairness report's groups: evaluate.groups, the dataset's other labels,
-    age groups). Writes sensitivity.json and sensitivity.png into the run's output folder, logs them to its
-    MLflow run under sensitivity/, and refreshes the model card.
+    that knows its training recipe. Its test images (the same split, rebuilt from its recipe) are
+    cropped by each --detector and classified by the run's model; per detector it reports the faces
+    found, the accuracy, and the flip rate: the share of test faces whose predicted class differs
+    from the prediction on the run's own detector's crop, overall, per true class and per group
+    (the fairness report's groups: evaluate.groups, the dataset's other labels, age groups). Writes
+    sensitivity.json and sensitivity.png into the run's output folder, logs them to its MLflow run
+    under sensitivity/, and refreshes the model card.
 
     \b
     Example:
